@@ -1,0 +1,1 @@
+"""The jobwire server: a grpc.aio job service on Postgres with Runpod's /v2 REST facade."""

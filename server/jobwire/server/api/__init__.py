@@ -1,0 +1,1 @@
+"""The API layer: gRPC servicers and the HTTP/JSON transcoder. It only translates; logic is in service/."""

@@ -1,0 +1,63 @@
+"""Domain types to protobuf messages and back. Nothing else in the server touches both."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from jobwire.server.model import Chunk, Job, JobCounts, JobStatus
+from jobwire.server.service.jobs import Submission
+from jobwire.v1 import job_pb2, jobs_pb2
+
+_UINT32_MAX = 2**32 - 1
+
+
+def submission(message: job_pb2.JobSubmission) -> Submission:
+    policy = message.policy
+    return Submission(
+        input=message.input,
+        webhook=message.webhook or None,
+        s3_config=message.s3_config or None,
+        execution_timeout_ms=policy.execution_timeout if policy.HasField("execution_timeout") else None,
+        low_priority=policy.low_priority,
+        ttl_ms=policy.ttl if policy.HasField("ttl") else None,
+    )
+
+
+def status(value: JobStatus) -> job_pb2.JobStatus.ValueType:
+    return job_pb2.JobStatus.Value(value.value)
+
+
+def job(view: Job, now: datetime) -> job_pb2.Job:
+    message = job_pb2.Job(id=view.id, status=status(view.status))
+    delay = view.delay_ms()
+    if delay is not None:
+        message.delay_time = min(delay, _UINT32_MAX)
+    execution = view.execution_ms(now)
+    if execution is not None:
+        message.execution_time = min(execution, _UINT32_MAX)
+    if view.output is not None:
+        message.output = view.output
+    if view.error is not None:
+        message.error = view.error
+    if view.retries:
+        message.retries = view.retries
+    if view.worker_id is not None:
+        message.worker_id = view.worker_id
+    return message
+
+
+def health(counts: JobCounts) -> jobs_pb2.HealthResponse:
+    return jobs_pb2.HealthResponse(
+        jobs=jobs_pb2.JobCounts(
+            completed=counts.completed,
+            failed=counts.failed,
+            in_progress=counts.in_progress,
+            in_queue=counts.in_queue,
+            retried=counts.retried,
+        ),
+        workers=jobs_pb2.WorkerCounts(),
+    )
+
+
+def chunk(value: Chunk) -> jobs_pb2.Chunk:
+    return jobs_pb2.Chunk(seq=value.seq, output=value.output)

@@ -1,0 +1,113 @@
+"""The JobService servicer: translates messages, authorizes, and calls the service. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from jobwire.server.api import convert
+from jobwire.server.api.context import CallContext, metadata_value
+from jobwire.server.clock import Clock
+from jobwire.server.model import Chunk, Endpoint, Role
+from jobwire.server.service.auth import Authenticator
+from jobwire.server.service.jobs import JobService
+from jobwire.v1 import job_pb2, jobs_pb2, options_pb2
+
+SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"]
+
+
+def max_body_bytes(method: str) -> int:
+    """The method's payload limit, declared once in the proto (`jobwire.v1.max_body_bytes`)."""
+    options = SERVICE.methods_by_name[method].GetOptions()
+    return int(options.Extensions[options_pb2.max_body_bytes])
+
+
+class JobApi:
+    def __init__(self, service: JobService, auth: Authenticator, clock: Clock) -> None:
+        self._service = service
+        self._auth = auth
+        self._clock = clock
+        self._run_limit = max_body_bytes("Run")
+        self._runsync_limit = max_body_bytes("RunSync")
+
+    async def _endpoint(self, context: CallContext, name: str) -> Endpoint:
+        return await self._auth.authorize(metadata_value(context, "authorization"), name, Role.CLIENT)
+
+    def _wait_ms(self, context: CallContext, requested: int | None) -> int:
+        """The wait, shortened to the caller's deadline so the answer arrives before the caller gives up."""
+        wait_ms = self._service.wait_ms(requested)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_ms = max(0, min(wait_ms, int(remaining * 1000) - 200))
+        return wait_ms
+
+    async def run(self, request: jobs_pb2.RunRequest, context: CallContext) -> jobs_pb2.RunResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        job = await self._service.submit(endpoint, convert.submission(request.job), max_bytes=self._run_limit)
+        return jobs_pb2.RunResponse(job=convert.job(job, self._clock.now()))
+
+    async def run_sync(
+        self, request: jobs_pb2.RunSyncRequest, context: CallContext
+    ) -> jobs_pb2.RunSyncResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
+        job = await self._service.submit(
+            endpoint, convert.submission(request.job), max_bytes=self._runsync_limit, sync_wait_ms=wait_ms
+        )
+        job = await self._service.wait_for_end(endpoint, job.id, wait_ms)
+        return jobs_pb2.RunSyncResponse(job=convert.job(job, self._clock.now()))
+
+    async def status(self, request: jobs_pb2.StatusRequest, context: CallContext) -> jobs_pb2.StatusResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        job = await self._service.status(endpoint, request.job_id)
+        return jobs_pb2.StatusResponse(job=convert.job(job, self._clock.now()))
+
+    async def status_sync(
+        self, request: jobs_pb2.StatusSyncRequest, context: CallContext
+    ) -> jobs_pb2.StatusSyncResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
+        job = await self._service.wait_for_end(endpoint, request.job_id, wait_ms)
+        return jobs_pb2.StatusSyncResponse(job=convert.job(job, self._clock.now()))
+
+    async def stream(
+        self, request: jobs_pb2.StreamRequest, context: CallContext
+    ) -> AsyncIterator[jobs_pb2.StreamResponse]:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        async for event in self._service.follow(endpoint, request.job_id, request.from_seq):
+            if isinstance(event, Chunk):
+                yield jobs_pb2.StreamResponse(chunk=convert.chunk(event))
+            else:
+                yield jobs_pb2.StreamResponse(done=convert.job(event, self._clock.now()))
+
+    async def read_stream(
+        self, request: jobs_pb2.ReadStreamRequest, context: CallContext
+    ) -> jobs_pb2.ReadStreamResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        hold = request.wait if request.HasField("wait") else None
+        status, chunks = await self._service.read_stream(endpoint, request.job_id, hold)
+        return jobs_pb2.ReadStreamResponse(
+            id=request.job_id,
+            status=convert.status(status),
+            stream=[job_pb2.StreamOutput(output=c.output) for c in chunks],
+        )
+
+    async def cancel(self, request: jobs_pb2.CancelRequest, context: CallContext) -> jobs_pb2.CancelResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        job = await self._service.cancel(endpoint, request.job_id)
+        return jobs_pb2.CancelResponse(job=convert.job(job, self._clock.now()))
+
+    async def retry(self, request: jobs_pb2.RetryRequest, context: CallContext) -> jobs_pb2.RetryResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        job = await self._service.retry(endpoint, request.job_id)
+        return jobs_pb2.RetryResponse(job=convert.job(job, self._clock.now()))
+
+    async def purge_queue(
+        self, request: jobs_pb2.PurgeQueueRequest, context: CallContext
+    ) -> jobs_pb2.PurgeQueueResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        removed = await self._service.purge(endpoint)
+        return jobs_pb2.PurgeQueueResponse(removed=removed, status="completed")
+
+    async def health(self, request: jobs_pb2.HealthRequest, context: CallContext) -> jobs_pb2.HealthResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        return convert.health(await self._service.counts(endpoint))

@@ -1,0 +1,102 @@
+"""One table of RPCs, built from the service descriptor, served by gRPC and by the HTTP transcoder.
+
+A servicer is a plain object with one coroutine (or async generator, for server-streaming RPCs) per
+RPC, named in snake_case (`Run` -> `run`, `PurgeQueue` -> `purge_queue`). Message classes come from the
+descriptor pool, so no generated `*_pb2_grpc` servicer base is involved on the server side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+
+from jobwire.server.api.context import CallContext
+from jobwire.server.api.errors import abort_with
+from jobwire.server.errors import JobwireError
+
+UnaryBehaviour = Callable[[Any, CallContext], Awaitable[Message]]
+StreamBehaviour = Callable[[Any, CallContext], AsyncIterator[Message]]
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One RPC: its descriptor, message classes and the behaviour that serves it (errors mapped)."""
+
+    method: MethodDescriptor
+    request_class: type[Message]
+    response_class: type[Message]
+    unary: UnaryBehaviour | None
+    stream: StreamBehaviour | None
+
+    @property
+    def full_name(self) -> str:
+        return f"/{self.method.containing_service.full_name}/{self.method.name}"
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
+    async def call(request: Any, context: CallContext) -> Message:
+        try:
+            return await behaviour(request, context)
+        except JobwireError as exc:
+            await abort_with(context, exc)
+
+    return call
+
+
+def _stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+    async def call(request: Any, context: CallContext) -> AsyncIterator[Message]:
+        try:
+            async for message in behaviour(request, context):
+                yield message
+        except JobwireError as exc:
+            await abort_with(context, exc)
+
+    return call
+
+
+def rpcs_of(service: ServiceDescriptor, servicer: object) -> list[Rpc]:
+    """The RPC table of `servicer` for `service`; every RPC of the service must be implemented."""
+    rpcs = []
+    for method in service.methods:
+        behaviour = getattr(servicer, snake_case(method.name), None)
+        if behaviour is None:
+            raise TypeError(f"{type(servicer).__name__} does not implement {method.full_name}")
+        streaming = method.server_streaming
+        rpcs.append(
+            Rpc(
+                method=method,
+                request_class=GetMessageClass(method.input_type),
+                response_class=GetMessageClass(method.output_type),
+                unary=None if streaming else _unary(behaviour),
+                stream=_stream(behaviour) if streaming else None,
+            )
+        )
+    return rpcs
+
+
+def grpc_handler(service: ServiceDescriptor, rpcs: list[Rpc]) -> grpc.GenericRpcHandler:
+    """A generic handler that serves the table on a grpc.aio server."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for rpc in rpcs:
+        serialize = rpc.response_class.SerializeToString
+        deserialize = rpc.request_class.FromString
+        if rpc.stream is not None:
+            handlers[rpc.method.name] = grpc.unary_stream_rpc_method_handler(
+                cast(Any, rpc.stream), request_deserializer=deserialize, response_serializer=serialize
+            )
+        else:
+            handlers[rpc.method.name] = grpc.unary_unary_rpc_method_handler(
+                cast(Any, rpc.unary), request_deserializer=deserialize, response_serializer=serialize
+            )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

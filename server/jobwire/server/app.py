@@ -1,0 +1,188 @@
+"""Wiring: one process, one event loop, a grpc.aio server and an ASGI HTTP server over one set of handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobwire.server.api.jobs import SERVICE, JobApi
+from jobwire.server.api.registry import grpc_handler, rpcs_of
+from jobwire.server.api.transcoder import Transcoder
+from jobwire.server.clock import Clock, SystemClock
+from jobwire.server.config import Settings, split_addr
+from jobwire.server.service.admin import AdminService
+from jobwire.server.service.auth import Authenticator
+from jobwire.server.service.events import CHANNELS, JobEvents
+from jobwire.server.service.jobs import JobService, JobSettings
+from jobwire.server.store import AdminStore, JobStore, Listener, create_engine, libpq_dsn
+from jobwire.server.store.migrate import current_revision, head_revision, upgrade
+
+log = logging.getLogger("jobwire")
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Workers and clients send keepalive pings every 20-30 s; allow them without a call in flight.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 3),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+
+class DatabaseNotMigrated(RuntimeError):
+    pass
+
+
+async def ensure_migrated(engine: AsyncEngine, url: str, migrate: bool) -> None:
+    """Refuses an unmigrated database with a clear message, or migrates it when asked to."""
+    current, head = await current_revision(engine), head_revision()
+    if current == head:
+        return
+    if not migrate:
+        raise DatabaseNotMigrated(
+            f"the database is at revision {current or '(none)'}, jobwire needs {head}: "
+            "run `jobwire migrate` (or start with --migrate)"
+        )
+    log.info("migrating the database from %s to %s", current or "(empty)", head)
+    await asyncio.to_thread(upgrade, url)
+
+
+def _listening_socket(addr: str) -> socket.socket:
+    host, port = split_addr(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class JobwireServer:
+    """The whole service. `start()` binds both ports (port 0 picks free ones) and returns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        *,
+        clock: Clock | None = None,
+        job_settings: JobSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.clock = clock or SystemClock()
+        self.engine = create_engine(database_url)
+        self.events = JobEvents()
+        self.admin = AdminService(AdminStore(self.engine), self.clock)
+        self.auth = Authenticator(AdminStore(self.engine), self.clock)
+        self.jobs = JobService(JobStore(self.engine), self.events, self.clock, job_settings)
+        self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock))
+        self._listener = Listener(
+            libpq_dsn(database_url), CHANNELS, self.events.on_notify, self.events.on_gap
+        )
+        self._grpc: grpc.aio.Server | None = None
+        self._http: uvicorn.Server | None = None
+        self.http_task: asyncio.Task[None] | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        migrate = self.settings.migrate if self.settings.migrate is not None else False
+        await ensure_migrated(self.engine, self.database_url, migrate)
+        await self._listener.start()
+        await self._start_grpc()
+        await self._start_http()
+        self.started.set()
+        log.info("jobwire serving gRPC on %s and HTTP on %s", self.grpc_target, self.http_url)
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((grpc_handler(SERVICE, self.rpcs),))
+        checks = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+        names = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        host, port = split_addr(self.settings.grpc_addr)
+        self.grpc_port = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        await server.start()
+        for name in ("", SERVICE.full_name):
+            await checks.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._grpc = server
+
+    async def _start_http(self) -> None:
+        sock = _listening_socket(self.settings.http_addr)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            Transcoder(self.rpcs),
+            loop="none",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+        self._http = uvicorn.Server(config)
+        self.http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="jobwire-http")
+        while not self._http.started:
+            if self.http_task.done():
+                await self.http_task
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    @property
+    def http_url(self) -> str:
+        host, _ = split_addr(self.settings.http_addr)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        host, _ = split_addr(self.settings.grpc_addr)
+        return f"{f'[{host}]' if ':' in host else host}:{self.grpc_port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stops taking new HTTP work first, then lets gRPC calls finish within `grace`."""
+        if self._http is not None and self.http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.http_task
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        await self._listener.stop()
+        await self.engine.dispose()
+
+    async def wait_closed(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.wait_for_termination()
+
+
+async def serve_until_signalled(server: JobwireServer) -> None:
+    """Runs until SIGINT/SIGTERM, then shuts down gracefully.
+
+    uvicorn captures the signals while it serves and re-raises them when it stops; the handlers set
+    here are the ones it restores, so the re-raised signal lands in `stop` instead of killing the
+    process before gRPC calls have finished.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    await server.start()
+    stopping = asyncio.ensure_future(stop.wait())
+    assert server.http_task is not None
+    await asyncio.wait([stopping, server.http_task], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    log.info("shutting down")
+    await server.stop()

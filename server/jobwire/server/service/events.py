@@ -1,0 +1,64 @@
+"""In-process wake-ups for callers that wait on a job (runsync, status-sync, stream readers).
+
+Postgres NOTIFY (through the store's Listener) says "job X changed"; every waiter of X re-reads the job
+from the store. A wake-up is only a hint to look again, so a spurious one costs a query and a lost one
+costs at most the waiter's fallback interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, QUEUE_PURGED
+
+CHANNELS = (JOB_ENDED, JOB_CHUNKS, QUEUE_PURGED)
+
+
+class JobEvents:
+    def __init__(self) -> None:
+        self._by_job: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._by_endpoint: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    @contextmanager
+    def watch(self, endpoint: str, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the job may have changed. Register before reading the job, so a change
+        between the read and the wait is not missed."""
+        event = asyncio.Event()
+        self._by_job[job_id].add(event)
+        self._by_endpoint[endpoint].add(event)
+        try:
+            yield event
+        finally:
+            _discard(self._by_job, job_id, event)
+            _discard(self._by_endpoint, endpoint, event)
+
+    def on_notify(self, channel: str, payload: str) -> None:
+        if channel == QUEUE_PURGED:
+            self._wake(self._by_endpoint.get(payload, ()))
+        else:
+            self._wake(self._by_job.get(payload, ()))
+
+    def on_gap(self) -> None:
+        """Notifications may have been lost: every waiter looks again."""
+        for events in list(self._by_job.values()):
+            self._wake(events)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(events) for events in self._by_job.values())
+
+    @staticmethod
+    def _wake(events: set[asyncio.Event] | tuple[()]) -> None:
+        for event in list(events):
+            event.set()
+
+
+def _discard(index: defaultdict[str, set[asyncio.Event]], key: str, event: asyncio.Event) -> None:
+    events = index.get(key)
+    if events is not None:
+        events.discard(event)
+        if not events:
+            del index[key]

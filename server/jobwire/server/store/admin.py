@@ -1,0 +1,120 @@
+"""Every SQL statement on endpoints and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobwire.server.errors import AlreadyExists
+from jobwire.server.model import ApiKey, Endpoint, Role
+from jobwire.server.store.database import transaction
+from jobwire.server.store.tables import api_keys, endpoints
+
+
+def _endpoint(row: Any) -> Endpoint:
+    return Endpoint(
+        name=row.name,
+        created_at=row.created_at,
+        execution_timeout_ms=row.execution_timeout_ms,
+        max_attempts=row.max_attempts,
+    )
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        prefix=row.prefix,
+        role=Role(row.role),
+        endpoint=row.endpoint,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class AdminStore:
+    """Endpoints and API keys in Postgres."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create_endpoint(
+        self, name: str, execution_timeout_ms: int, max_attempts: int, now: datetime
+    ) -> Endpoint:
+        statement = insert(endpoints).values(
+            name=name, created_at=now, execution_timeout_ms=execution_timeout_ms, max_attempts=max_attempts
+        )
+        try:
+            async with transaction(self._engine) as conn:
+                await conn.execute(statement.returning(*endpoints.c))
+        except IntegrityError as error:
+            raise AlreadyExists(f"endpoint {name!r} already exists") from error
+        return Endpoint(name, now, execution_timeout_ms, max_attempts)
+
+    async def get_endpoint(self, name: str) -> Endpoint | None:
+        async with transaction(self._engine) as conn:
+            row = (await conn.execute(select(endpoints).where(endpoints.c.name == name))).first()
+        return None if row is None else _endpoint(row)
+
+    async def list_endpoints(self) -> list[Endpoint]:
+        async with transaction(self._engine) as conn:
+            rows = await conn.execute(select(endpoints).order_by(endpoints.c.name))
+            return [_endpoint(row) for row in rows]
+
+    async def delete_endpoint(self, name: str) -> bool:
+        """Deletes the endpoint with its jobs and keys."""
+        async with transaction(self._engine) as conn:
+            result = await conn.execute(delete(endpoints).where(endpoints.c.name == name))
+        return bool(result.rowcount)
+
+    async def create_key(
+        self,
+        prefix: str,
+        key_hash: bytes,
+        role: Role,
+        endpoint: str | None,
+        now: datetime,
+        expires_at: datetime | None,
+    ) -> ApiKey:
+        statement = (
+            insert(api_keys)
+            .values(
+                prefix=prefix,
+                key_hash=key_hash,
+                role=str(role),
+                endpoint=endpoint,
+                created_at=now,
+                expires_at=expires_at,
+            )
+            .returning(*api_keys.c)
+        )
+        async with transaction(self._engine) as conn:
+            row = (await conn.execute(statement)).one()
+        return _key(row)
+
+    async def key_by_hash(self, key_hash: bytes) -> ApiKey | None:
+        async with transaction(self._engine) as conn:
+            row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        return None if row is None else _key(row)
+
+    async def list_keys(self, endpoint: str | None = None) -> list[ApiKey]:
+        statement = select(api_keys).order_by(api_keys.c.id)
+        if endpoint is not None:
+            statement = statement.where(api_keys.c.endpoint == endpoint)
+        async with transaction(self._engine) as conn:
+            return [_key(row) for row in await conn.execute(statement)]
+
+    async def revoke_key(self, prefix: str, now: datetime) -> int:
+        """Revokes every live key with this prefix; returns how many."""
+        statement = (
+            update(api_keys)
+            .where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        async with transaction(self._engine) as conn:
+            result = await conn.execute(statement)
+        return int(result.rowcount)

@@ -1,0 +1,342 @@
+"""Every SQL statement on jobs, their payloads and their stream chunks.
+
+One method per transition, one statement per method. Each UPDATE is guarded by the state it expects,
+and worker reports are fenced by `(job id, attempt)`, so a late report from a dead attempt changes
+nothing. Times are parameters (`now`), never the database's clock, so tests can move time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, NewJob
+from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, QUEUE_PURGED, transaction
+
+_ALIVE = "j.expires_at > :now AND (j.retain_until IS NULL OR j.retain_until > :now)"
+_VIEW = (
+    "j.id, j.endpoint, j.status, j.attempt, j.retries, j.queued_at, j.started_at, j.finished_at, "
+    "j.worker_id, j.error"
+)
+_ENDED = (
+    "finished_at = :now, retain_until = :now + retention_ms * interval '1 millisecond', lease_until = NULL"
+)
+
+ENQUEUE = text(
+    """
+    WITH new_job AS (
+        INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at)
+        VALUES (:id, :endpoint, 'IN_QUEUE', :priority, :max_attempts, :sync, :webhook, :execution_timeout_ms,
+                :ttl_ms, :retention_ms, :now, :now, :now + :ttl_ms * interval '1 millisecond')
+        RETURNING seq
+    ), payloads AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT seq, 'input', :input FROM new_job
+        UNION ALL
+        SELECT seq, 's3_config', CAST(:s3_config AS bytea) FROM new_job
+        WHERE CAST(:s3_config AS bytea) IS NOT NULL
+    )
+    SELECT seq FROM new_job
+    """
+)
+
+GET = text(
+    f"""
+    SELECT {_VIEW}, p.data AS output
+    FROM jobs j
+    LEFT JOIN job_payloads p
+      ON p.job_seq = j.seq AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END
+    WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
+    """
+)
+
+CANCEL = text(
+    f"""
+    UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
+    WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('IN_QUEUE', 'IN_PROGRESS') AND {_ALIVE}
+    RETURNING {_VIEW}, NULL::bytea AS output, pg_notify('{JOB_ENDED}', j.id)
+    """
+)
+
+RETRY = text(
+    f"""
+    WITH target AS (
+        UPDATE jobs j
+        SET status = 'IN_QUEUE', retries = retries + 1, max_attempts = attempt + :attempt_budget,
+            queued_at = :now, started_at = NULL, finished_at = NULL, retain_until = NULL, lease_until = NULL,
+            worker_id = NULL, error = NULL, stream_read_seq = 0,
+            expires_at = :now + ttl_ms * interval '1 millisecond'
+        WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('FAILED', 'TIMED_OUT') AND {_ALIVE}
+        RETURNING j.*
+    ), dropped_payloads AS (
+        DELETE FROM job_payloads p USING target
+        WHERE p.job_seq = target.seq AND p.kind IN ('output', 'progress')
+    ), dropped_chunks AS (
+        DELETE FROM job_chunks c USING target WHERE c.job_seq = target.seq
+    ), counted AS (
+        UPDATE endpoints e SET retried_total = retried_total + 1 FROM target WHERE e.name = target.endpoint
+    )
+    SELECT {_VIEW}, NULL::bytea AS output FROM target j
+    """
+)
+
+PURGE = text(
+    f"""
+    WITH purged AS (
+        UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
+        WHERE j.endpoint = :endpoint AND j.status = 'IN_QUEUE' AND {_ALIVE}
+        RETURNING 1
+    )
+    SELECT count(*) AS removed, pg_notify('{QUEUE_PURGED}', :endpoint) FROM purged
+    """
+)
+
+COUNT = text(
+    f"""
+    SELECT j.status, count(*) AS n FROM jobs j WHERE j.endpoint = :endpoint AND {_ALIVE} GROUP BY j.status
+    UNION ALL
+    SELECT 'RETRIED', retried_total FROM endpoints WHERE name = :endpoint
+    """
+)
+
+CLAIM = text(
+    f"""
+    WITH picked AS MATERIALIZED (
+        SELECT seq FROM jobs
+        WHERE endpoint = :endpoint AND status = 'IN_QUEUE' AND expires_at > :now
+        ORDER BY priority, seq
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE jobs j
+        SET status = 'IN_PROGRESS', attempt = attempt + 1, started_at = :now, worker_id = :worker_id,
+            lease_until = :lease_until
+        FROM picked WHERE j.seq = picked.seq
+        RETURNING j.seq, {_VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
+    )
+    SELECT c.*, i.data AS input, s.data AS s3_config
+    FROM claimed c
+    JOIN job_payloads i ON i.job_seq = c.seq AND i.kind = 'input'
+    LEFT JOIN job_payloads s ON s.job_seq = c.seq AND s.kind = 's3_config'
+    ORDER BY c.seq
+    """
+)
+
+FINISH = text(
+    f"""
+    WITH done AS (
+        UPDATE jobs j SET status = :status, error = :error, {_ENDED}
+        WHERE j.id = :id AND j.attempt = :attempt AND j.status = 'IN_PROGRESS'
+        RETURNING j.seq, j.id
+    ), stored AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE CAST(:output AS bytea) IS NOT NULL
+        ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
+    )
+    SELECT id, pg_notify('{JOB_ENDED}', id) FROM done
+    """
+)
+
+APPEND_CHUNK = text(
+    f"""
+    WITH running AS (
+        SELECT seq, id FROM jobs WHERE id = :id AND attempt = :attempt AND status = 'IN_PROGRESS'
+    ), stored AS (
+        INSERT INTO job_chunks (job_seq, seq, data, created_at)
+        SELECT running.seq, :seq, :data, :now FROM running
+        ON CONFLICT (job_seq, seq) DO NOTHING
+        RETURNING job_seq
+    )
+    SELECT running.id, pg_notify('{JOB_CHUNKS}', running.id) FROM running
+    """
+)
+
+# Runpod's /stream: the chunks no earlier read returned, with the status seen in the same snapshot;
+# the cursor moves in the same statement, so two readers never both get a chunk.
+READ_NEW_CHUNKS = text(
+    f"""
+    WITH cur AS (
+        SELECT j.seq, j.id, j.status, j.stream_read_seq FROM jobs j
+        WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
+        FOR UPDATE
+    ), fresh AS (
+        SELECT c.seq, c.data FROM job_chunks c JOIN cur ON c.job_seq = cur.seq AND c.seq > cur.stream_read_seq
+    ), moved AS (
+        UPDATE jobs SET stream_read_seq = (SELECT max(seq) FROM fresh)
+        FROM cur WHERE jobs.seq = cur.seq AND EXISTS (SELECT 1 FROM fresh)
+    )
+    SELECT cur.status, fresh.seq, fresh.data FROM cur LEFT JOIN fresh ON true ORDER BY fresh.seq
+    """
+)
+
+CHUNKS_SINCE = text(
+    f"""
+    SELECT c.seq, c.data FROM jobs j JOIN job_chunks c ON c.job_seq = j.seq
+    WHERE j.endpoint = :endpoint AND j.id = :id AND c.seq >= :from_seq AND {_ALIVE}
+    ORDER BY c.seq
+    LIMIT :limit
+    """
+)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job handed to a worker: what its handler needs."""
+
+    job: Job
+    input: bytes
+    s3_config: bytes | None
+    execution_timeout_ms: int
+    webhook: str | None
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        endpoint=row.endpoint,
+        status=JobStatus(row.status),
+        attempt=row.attempt,
+        retries=row.retries,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        worker_id=row.worker_id,
+        error=row.error,
+        output=row.output,
+    )
+
+
+class JobStore:
+    """Jobs in Postgres. Rows never leave this class: it returns domain dataclasses."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def enqueue_job(self, job: NewJob, now: datetime) -> Job:
+        async with transaction(self._engine) as conn:
+            await conn.execute(
+                ENQUEUE,
+                {
+                    "id": job.id,
+                    "endpoint": job.endpoint,
+                    "priority": int(job.priority),
+                    "max_attempts": job.max_attempts,
+                    "sync": job.sync,
+                    "webhook": job.webhook,
+                    "execution_timeout_ms": job.execution_timeout_ms,
+                    "ttl_ms": job.ttl_ms,
+                    "retention_ms": job.retention_ms,
+                    "now": now,
+                    "input": job.input,
+                    "s3_config": job.s3_config,
+                },
+            )
+        return Job(job.id, job.endpoint, JobStatus.IN_QUEUE, 0, 0, now, None, None, None, None, None)
+
+    async def get_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
+        row = await self._one(GET, endpoint=endpoint, id=job_id, now=now)
+        return None if row is None else _job(row)
+
+    async def cancel_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
+        """Cancels a queued or running job; None when there is no such job in either state."""
+        row = await self._one(CANCEL, endpoint=endpoint, id=job_id, now=now)
+        return None if row is None else _job(row)
+
+    async def retry_job(self, endpoint: str, job_id: str, attempt_budget: int, now: datetime) -> Job | None:
+        """Requeues a FAILED or TIMED_OUT job with `attempt_budget` more attempts; None otherwise."""
+        row = await self._one(RETRY, endpoint=endpoint, id=job_id, attempt_budget=attempt_budget, now=now)
+        return None if row is None else _job(row)
+
+    async def purge_queue(self, endpoint: str, now: datetime) -> int:
+        row = await self._one(PURGE, endpoint=endpoint, now=now)
+        return int(row.removed) if row is not None else 0
+
+    async def count_jobs(self, endpoint: str, now: datetime) -> JobCounts:
+        async with transaction(self._engine) as conn:
+            counts = {
+                row.status: int(row.n)
+                for row in await conn.execute(COUNT, {"endpoint": endpoint, "now": now})
+            }
+        return JobCounts(
+            in_queue=counts.get("IN_QUEUE", 0),
+            in_progress=counts.get("IN_PROGRESS", 0),
+            completed=counts.get("COMPLETED", 0),
+            failed=counts.get("FAILED", 0),
+            cancelled=counts.get("CANCELLED", 0),
+            timed_out=counts.get("TIMED_OUT", 0),
+            retried=counts.get("RETRIED", 0),
+        )
+
+    async def claim_jobs(
+        self, endpoint: str, worker_id: str, limit: int, lease_until: datetime, now: datetime
+    ) -> list[ClaimedJob]:
+        """Claims up to `limit` queued jobs (normal priority first, then oldest) for one worker."""
+        params = {
+            "endpoint": endpoint,
+            "worker_id": worker_id,
+            "limit": limit,
+            "lease_until": lease_until,
+            "now": now,
+        }
+        async with transaction(self._engine) as conn:
+            rows = (await conn.execute(CLAIM, params)).all()
+        return [
+            ClaimedJob(
+                job=_job(row),
+                input=row.input,
+                s3_config=row.s3_config,
+                execution_timeout_ms=row.execution_timeout_ms,
+                webhook=row.webhook,
+            )
+            for row in rows
+        ]
+
+    async def finish_job(
+        self,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        output: bytes | None,
+        error: str | None,
+        now: datetime,
+    ) -> bool:
+        """Ends a running attempt; False when the attempt is no longer the job's running one."""
+        if not status.is_terminal:
+            raise ValueError(f"{status} is not a terminal state")
+        row = await self._one(
+            FINISH, id=job_id, attempt=attempt, status=str(status), output=output, error=error, now=now
+        )
+        return row is not None
+
+    async def append_chunk(self, job_id: str, attempt: int, seq: int, data: bytes, now: datetime) -> bool:
+        """Stores chunk `seq` of a running attempt (idempotent); False when the attempt is not running."""
+        row = await self._one(APPEND_CHUNK, id=job_id, attempt=attempt, seq=seq, data=data, now=now)
+        return row is not None
+
+    async def read_new_chunks(
+        self, endpoint: str, job_id: str, now: datetime
+    ) -> tuple[JobStatus, list[Chunk]] | None:
+        async with transaction(self._engine) as conn:
+            rows = (
+                await conn.execute(READ_NEW_CHUNKS, {"endpoint": endpoint, "id": job_id, "now": now})
+            ).all()
+        if not rows:
+            return None
+        return JobStatus(rows[0].status), [Chunk(r.seq, r.data) for r in rows if r.seq is not None]
+
+    async def chunks_since(
+        self, endpoint: str, job_id: str, from_seq: int, now: datetime, limit: int = 500
+    ) -> list[Chunk]:
+        params = {"endpoint": endpoint, "id": job_id, "from_seq": from_seq, "now": now, "limit": limit}
+        async with transaction(self._engine) as conn:
+            rows = (await conn.execute(CHUNKS_SINCE, params)).all()
+        return [Chunk(r.seq, r.data) for r in rows]
+
+    async def _one(self, statement: Any, **params: Any) -> Any:
+        async with transaction(self._engine) as conn:
+            return (await conn.execute(statement, params)).first()

@@ -1,0 +1,151 @@
+"""The schema, as SQLAlchemy Core tables. Alembic's env.py reads `metadata`; a test checks that the
+migrations produce exactly this.
+
+Layout (see docs/architecture notes in the README):
+- `jobs` is the hot row: state, attempt, lease and timing columns only, so lifecycle UPDATEs stay small.
+- `job_payloads` holds the JSON documents (input, output, progress, s3Config) as bytes, apart from the
+  hot row, so a 10 MB input is written once and never rewritten by a state change.
+- `job_chunks` holds streamed output, numbered per job.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+
+# Deterministic constraint and index names: they are part of the schema's API (migrations name them).
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+JOB_STATUSES = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+ROLES = ("client", "worker", "admin")
+PAYLOAD_KINDS = ("input", "output", "progress", "s3_config")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("execution_timeout_ms", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    # Runpod's health reports how many retries an endpoint has seen; kept as a running counter.
+    Column("retried_total", BigInteger, nullable=False, server_default=text("0")),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("prefix", Text, nullable=False),
+    # SHA-256 of the whole key. Keys carry 190 bits of randomness, so a fast hash is enough (a slow
+    # password hash would only add latency to every request).
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("endpoint", Text, ForeignKey("endpoints.name", ondelete="CASCADE"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(_in("role", ROLES), name="role"),
+    CheckConstraint("role = 'admin' OR endpoint IS NOT NULL", name="scoped"),
+    Index(None, "endpoint"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # A bigint key keeps the claim index and the payload tables compact and local; the public id
+    # (Runpod-style string) has its own unique index.
+    Column("seq", BigInteger, Identity(), primary_key=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("endpoint", Text, ForeignKey("endpoints.name", ondelete="CASCADE"), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False),
+    Column("retries", Integer, nullable=False, server_default=text("0")),
+    Column("sync", Boolean, nullable=False),
+    Column("webhook", Text, nullable=True),
+    Column("execution_timeout_ms", Integer, nullable=False),
+    Column("ttl_ms", Integer, nullable=False),
+    # How long the result stays readable once the job ends.
+    Column("retention_ms", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # When the job last entered the queue (submit, retry, requeue): delayTime counts from here.
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    # The TTL deadline: past it the job is gone in any state.
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    # Set when the job ends: past it the result is gone.
+    Column("retain_until", DateTime(timezone=True), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("worker_id", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    # Runpod's /stream reads are destructive: the last chunk a REST reader has been given.
+    Column("stream_read_seq", Integer, nullable=False, server_default=text("0")),
+    CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+    # The claim: queued jobs of one endpoint, normal before low priority, oldest first. Partial, so
+    # its size follows the queue, not the history.
+    Index(
+        "ix_jobs_claim",
+        "endpoint",
+        "priority",
+        "seq",
+        postgresql_where=text("status = 'IN_QUEUE'"),
+    ),
+    # The reaper: running attempts by lease deadline.
+    Index("ix_jobs_lease", "lease_until", postgresql_where=text("status = 'IN_PROGRESS'")),
+    # Health counts and listings per endpoint and state.
+    Index("ix_jobs_endpoint_status", "endpoint", "status"),
+    # Pruning of ended jobs and of expired ones.
+    Index("ix_jobs_retain_until", "retain_until", postgresql_where=text("retain_until IS NOT NULL")),
+    Index("ix_jobs_expires_at", "expires_at"),
+)
+
+job_payloads = Table(
+    "job_payloads",
+    metadata,
+    Column("job_seq", BigInteger, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("job_seq", "kind"),
+    CheckConstraint(_in("kind", PAYLOAD_KINDS), name="kind"),
+)
+
+job_chunks = Table(
+    "job_chunks",
+    metadata,
+    Column("job_seq", BigInteger, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("job_seq", "seq"),
+)
