@@ -23,7 +23,8 @@ _VIEW = (
     "j.worker_id, j.error"
 )
 _ENDED = (
-    "finished_at = :now, retain_until = :now + retention_ms * interval '1 millisecond', lease_until = NULL"
+    "finished_at = :now, "
+    "retain_until = CAST(:now AS timestamptz) + retention_ms * interval '1 millisecond', lease_until = NULL"
 )
 
 ENQUEUE = text(
@@ -32,7 +33,7 @@ ENQUEUE = text(
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
                           ttl_ms, retention_ms, created_at, queued_at, expires_at)
         VALUES (:id, :endpoint, 'IN_QUEUE', :priority, :max_attempts, :sync, :webhook, :execution_timeout_ms,
-                :ttl_ms, :retention_ms, :now, :now, :now + :ttl_ms * interval '1 millisecond')
+                :ttl_ms, :retention_ms, :now, :now, CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond')
         RETURNING seq
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)
@@ -70,7 +71,7 @@ RETRY = text(
         SET status = 'IN_QUEUE', retries = retries + 1, max_attempts = attempt + :attempt_budget,
             queued_at = :now, started_at = NULL, finished_at = NULL, retain_until = NULL, lease_until = NULL,
             worker_id = NULL, error = NULL, stream_read_seq = 0,
-            expires_at = :now + ttl_ms * interval '1 millisecond'
+            expires_at = CAST(:now AS timestamptz) + ttl_ms * interval '1 millisecond'
         WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('FAILED', 'TIMED_OUT') AND {_ALIVE}
         RETURNING j.*
     ), dropped_payloads AS (
@@ -117,13 +118,13 @@ CLAIM = text(
         SET status = 'IN_PROGRESS', attempt = attempt + 1, started_at = :now, worker_id = :worker_id,
             lease_until = :lease_until
         FROM picked WHERE j.seq = picked.seq
-        RETURNING j.seq, {_VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
+        RETURNING j.seq, j.priority, {_VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
     )
     SELECT c.*, i.data AS input, s.data AS s3_config
     FROM claimed c
     JOIN job_payloads i ON i.job_seq = c.seq AND i.kind = 'input'
     LEFT JOIN job_payloads s ON s.job_seq = c.seq AND s.kind = 's3_config'
-    ORDER BY c.seq
+    ORDER BY c.priority, c.seq
     """
 )
 

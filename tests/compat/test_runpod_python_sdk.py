@@ -1,0 +1,65 @@
+"""The official `runpod` Python SDK (1.12.0), unmodified, against `jobwire` over loopback HTTP.
+
+The SDK is synchronous (requests), so its calls run in a thread while the server runs on the test's loop.
+A clean HOME keeps a stray ~/.runpod/config.toml from supplying another key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from server_fixtures import ENDPOINT, Running
+
+from jobwire.server.model import JobStatus
+from jobwire.server.store import JobStore
+
+
+@pytest.fixture
+def runpod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "true")
+    yield importlib.import_module("runpod")
+
+
+def endpoint(runpod: ModuleType, jobwire: Running, key: str = "client"):  # type: ignore[no-untyped-def]
+    runpod.endpoint_url_base = f"{jobwire.server.http_url}/v2"
+    return runpod.Endpoint(ENDPOINT, api_key=jobwire.keys[key])
+
+
+async def test_run_status_cancel_health_purge(runpod: ModuleType, jobwire: Running) -> None:
+    ep = endpoint(runpod, jobwire)
+    job = await asyncio.to_thread(ep.run, {"input": {"prompt": "hi"}})
+    assert await asyncio.to_thread(job.status) == "IN_QUEUE"
+    second = await asyncio.to_thread(ep.run, {"prompt": "wrapped by the SDK"})
+    health = await asyncio.to_thread(ep.health)
+    assert health["jobs"]["inQueue"] == 2 and health["workers"]["idle"] == 0
+    cancelled = await asyncio.to_thread(job.cancel)
+    assert cancelled == {"id": job.job_id, "status": "CANCELLED"}
+    assert await asyncio.to_thread(job.status) == "CANCELLED"
+    assert await asyncio.to_thread(ep.purge_queue) == {"removed": 1, "status": "completed"}
+    assert await asyncio.to_thread(second.status) == "CANCELLED"
+
+
+async def test_output_of_a_completed_job(runpod: ModuleType, jobwire: Running) -> None:
+    ep = endpoint(runpod, jobwire)
+    job = await asyncio.to_thread(ep.run, {"input": {"a": 1, "b": 2}})
+    store = JobStore(jobwire.server.engine)
+    now = datetime.now(UTC)
+    (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
+    assert claimed.input == b'{"a":1,"b":2}'
+    await store.finish_job(job.job_id, claimed.job.attempt, JobStatus.COMPLETED, b'{"sum": 3}', None, now)
+    assert await asyncio.to_thread(job.output) == {"sum": 3}
+
+
+async def test_a_wrong_key_raises_the_sdks_unauthorized_error(runpod: ModuleType, jobwire: Running) -> None:
+    runpod.endpoint_url_base = f"{jobwire.server.http_url}/v2"
+    ep = runpod.Endpoint(ENDPOINT, api_key="jw_not-a-key")
+    with pytest.raises(RuntimeError, match="401 Unauthorized"):
+        await asyncio.to_thread(ep.run, {"input": 1})

@@ -1,0 +1,62 @@
+"""A running jobwire (real gRPC and HTTP servers on loopback, on a database of the test's own), with an
+endpoint `ep` and keys of every kind, plus a second endpoint `other` to prove isolation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from jobwire.v1 import jobs_pb2_grpc
+
+from jobwire.server.app import GRPC_OPTIONS, JobwireServer
+from jobwire.server.config import Settings
+from jobwire.server.model import Role
+
+ENDPOINT = "ep"
+OTHER = "other"
+
+
+@dataclass
+class Running:
+    server: JobwireServer
+    #: API keys by name: client, worker, admin (of `ep`) and other (a client key of `other`).
+    keys: dict[str, str]
+    http: httpx.AsyncClient
+    channel: grpc.aio.Channel
+    stub: jobs_pb2_grpc.JobServiceAsyncStub
+
+    def metadata(self, key: str = "client") -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.keys[key]}"),)
+
+    def headers(self, key: str = "client") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[key]}"}
+
+
+async def start_jobwire(database_url: str) -> JobwireServer:
+    server = JobwireServer(Settings(http_addr="127.0.0.1:0", grpc_addr="127.0.0.1:0", migrate=False), database_url)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def jobwire(database_url: str) -> AsyncIterator[Running]:
+    server = await start_jobwire(database_url)
+    try:
+        for name in (ENDPOINT, OTHER):
+            await server.admin.create_endpoint(name)
+        keys = {
+            "client": (await server.admin.create_key(Role.CLIENT, ENDPOINT)).secret,
+            "worker": (await server.admin.create_key(Role.WORKER, ENDPOINT)).secret,
+            "admin": (await server.admin.create_key(Role.ADMIN, None)).secret,
+            "other": (await server.admin.create_key(Role.CLIENT, OTHER)).secret,
+        }
+        async with (
+            httpx.AsyncClient(base_url=server.http_url, timeout=30) as http,
+            grpc.aio.insecure_channel(server.grpc_target, options=GRPC_OPTIONS) as channel,
+        ):
+            yield Running(server, keys, http, channel, jobs_pb2_grpc.JobServiceStub(channel))
+    finally:
+        await server.stop(grace=0)
