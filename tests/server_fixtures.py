@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import grpc
 import httpx
 import pytest
-from jobwire.v1 import jobs_pb2_grpc
 
 from jobwire.server.app import GRPC_OPTIONS, JobwireServer
 from jobwire.server.config import Settings
 from jobwire.server.model import Role
+from jobwire.server.service.jobs import JobSettings
+from jobwire.v1 import jobs_pb2_grpc
 
 ENDPOINT = "ep"
 OTHER = "other"
@@ -35,8 +36,9 @@ class Running:
         return {"Authorization": f"Bearer {self.keys[key]}"}
 
 
-async def start_jobwire(database_url: str) -> JobwireServer:
-    server = JobwireServer(Settings(http_addr="127.0.0.1:0", grpc_addr="127.0.0.1:0", migrate=False), database_url)
+async def start_jobwire(database_url: str, job_settings: JobSettings | None = None) -> JobwireServer:
+    settings = Settings(http_addr="127.0.0.1:0", grpc_addr="127.0.0.1:0", migrate=False)
+    server = JobwireServer(settings, database_url, job_settings=job_settings)
     await server.start()
     return server
 

@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
-from server_fixtures import ENDPOINT, Running
 
 from jobwire.server.model import JobStatus
 from jobwire.server.store import JobStore
+from server_fixtures import ENDPOINT, Running
 
 
 @pytest.fixture
-def runpod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+def runpod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "true")
-    yield importlib.import_module("runpod")
+    return importlib.import_module("runpod")
 
 
-def endpoint(runpod: ModuleType, jobwire: Running, key: str = "client"):  # type: ignore[no-untyped-def]
+def endpoint(runpod: Any, jobwire: Running, key: str = "client") -> Any:
     runpod.endpoint_url_base = f"{jobwire.server.http_url}/v2"
     return runpod.Endpoint(ENDPOINT, api_key=jobwire.keys[key])
 
 
-async def test_run_status_cancel_health_purge(runpod: ModuleType, jobwire: Running) -> None:
+async def test_run_status_cancel_health_purge(runpod: Any, jobwire: Running) -> None:
     ep = endpoint(runpod, jobwire)
     job = await asyncio.to_thread(ep.run, {"input": {"prompt": "hi"}})
     assert await asyncio.to_thread(job.status) == "IN_QUEUE"
@@ -47,7 +46,7 @@ async def test_run_status_cancel_health_purge(runpod: ModuleType, jobwire: Runni
     assert await asyncio.to_thread(second.status) == "CANCELLED"
 
 
-async def test_output_of_a_completed_job(runpod: ModuleType, jobwire: Running) -> None:
+async def test_output_of_a_completed_job(runpod: Any, jobwire: Running) -> None:
     ep = endpoint(runpod, jobwire)
     job = await asyncio.to_thread(ep.run, {"input": {"a": 1, "b": 2}})
     store = JobStore(jobwire.server.engine)
@@ -58,7 +57,7 @@ async def test_output_of_a_completed_job(runpod: ModuleType, jobwire: Running) -
     assert await asyncio.to_thread(job.output) == {"sum": 3}
 
 
-async def test_a_wrong_key_raises_the_sdks_unauthorized_error(runpod: ModuleType, jobwire: Running) -> None:
+async def test_a_wrong_key_raises_the_sdks_unauthorized_error(runpod: Any, jobwire: Running) -> None:
     runpod.endpoint_url_base = f"{jobwire.server.http_url}/v2"
     ep = runpod.Endpoint(ENDPOINT, api_key="jw_not-a-key")
     with pytest.raises(RuntimeError, match="401 Unauthorized"):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from jobwire.v1 import job_pb2, jobs_pb2
-from server_fixtures import ENDPOINT, Running
 
 from jobwire.server.model import JobStatus
 from jobwire.server.store import JobStore
+from jobwire.v1 import job_pb2, jobs_pb2
+from server_fixtures import ENDPOINT, Running
 
 MB = 1024 * 1024
 
@@ -23,7 +24,9 @@ def submission(raw: bytes = b'{"prompt": "hi"}') -> job_pb2.JobSubmission:
 
 
 async def test_run_status_cancel(jobwire: Running) -> None:
-    run = await jobwire.stub.Run(jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata())
+    run = await jobwire.stub.Run(
+        jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata()
+    )
     assert run.job.status == job_pb2.IN_QUEUE and run.job.id
     status = await jobwire.stub.Status(
         jobs_pb2.StatusRequest(endpoint_id=ENDPOINT, job_id=run.job.id), metadata=jobwire.metadata()
@@ -36,19 +39,38 @@ async def test_run_status_cancel(jobwire: Running) -> None:
 
 
 async def test_errors_carry_grpc_status_codes(jobwire: Running) -> None:
-    cases = [
-        (jobwire.stub.Status(jobs_pb2.StatusRequest(endpoint_id=ENDPOINT, job_id="nope"), metadata=jobwire.metadata()),
-         grpc.StatusCode.NOT_FOUND),
+    cases: list[tuple[Awaitable[object], grpc.StatusCode]] = [
+        (
+            jobwire.stub.Status(
+                jobs_pb2.StatusRequest(endpoint_id=ENDPOINT, job_id="nope"), metadata=jobwire.metadata()
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
         (jobwire.stub.Health(jobs_pb2.HealthRequest(endpoint_id=ENDPOINT)), grpc.StatusCode.UNAUTHENTICATED),
-        (jobwire.stub.Health(jobs_pb2.HealthRequest(endpoint_id=ENDPOINT), metadata=jobwire.metadata("other")),
-         grpc.StatusCode.PERMISSION_DENIED),
-        (jobwire.stub.Health(jobs_pb2.HealthRequest(endpoint_id="unknown"), metadata=jobwire.metadata()),
-         grpc.StatusCode.NOT_FOUND),
-        (jobwire.stub.Run(jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=job_pb2.JobSubmission()), metadata=jobwire.metadata()),
-         grpc.StatusCode.INVALID_ARGUMENT),
-        (jobwire.stub.Run(jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission(b'"' + b"x" * (10 * MB) + b'"')),
-                          metadata=jobwire.metadata()),
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            jobwire.stub.Health(
+                jobs_pb2.HealthRequest(endpoint_id=ENDPOINT), metadata=jobwire.metadata("other")
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        (
+            jobwire.stub.Health(jobs_pb2.HealthRequest(endpoint_id="unknown"), metadata=jobwire.metadata()),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        (
+            jobwire.stub.Run(
+                jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=job_pb2.JobSubmission()),
+                metadata=jobwire.metadata(),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            jobwire.stub.Run(
+                jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission(b'"' + b"x" * (10 * MB) + b'"')),
+                metadata=jobwire.metadata(),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ]
     for call, code in cases:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -59,10 +81,16 @@ async def test_errors_carry_grpc_status_codes(jobwire: Running) -> None:
 
 async def test_purge_and_health_count_real_jobs(jobwire: Running) -> None:
     for _ in range(3):
-        await jobwire.stub.Run(jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata())
-    health = await jobwire.stub.Health(jobs_pb2.HealthRequest(endpoint_id=ENDPOINT), metadata=jobwire.metadata())
+        await jobwire.stub.Run(
+            jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata()
+        )
+    health = await jobwire.stub.Health(
+        jobs_pb2.HealthRequest(endpoint_id=ENDPOINT), metadata=jobwire.metadata()
+    )
     assert health.jobs.in_queue == 3
-    purge = await jobwire.stub.PurgeQueue(jobs_pb2.PurgeQueueRequest(endpoint_id=ENDPOINT), metadata=jobwire.metadata())
+    purge = await jobwire.stub.PurgeQueue(
+        jobs_pb2.PurgeQueueRequest(endpoint_id=ENDPOINT), metadata=jobwire.metadata()
+    )
     assert (purge.removed, purge.status) == (3, "completed")
 
 
@@ -76,30 +104,39 @@ async def test_run_sync_respects_the_call_deadline(jobwire: Running) -> None:
 
 
 async def test_stream_replays_then_follows_and_ends_with_the_final_view(jobwire: Running) -> None:
-    run = await jobwire.stub.Run(jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata())
+    run = await jobwire.stub.Run(
+        jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata()
+    )
     store = JobStore(jobwire.server.engine)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
     attempt = claimed.job.attempt
     await store.append_chunk(run.job.id, attempt, 1, b'"a"', now)
-    call = jobwire.stub.Stream(jobs_pb2.StreamRequest(endpoint_id=ENDPOINT, job_id=run.job.id), metadata=jobwire.metadata())
+    call = jobwire.stub.Stream(
+        jobs_pb2.StreamRequest(endpoint_id=ENDPOINT, job_id=run.job.id), metadata=jobwire.metadata()
+    )
     first = await call.read()
+    assert isinstance(first, jobs_pb2.StreamResponse)
     assert (first.chunk.seq, first.chunk.output) == (1, b'"a"')
 
     async def produce() -> None:
         await store.append_chunk(run.job.id, attempt, 2, b'"b"', datetime.now(UTC))
-        await store.finish_job(run.job.id, attempt, JobStatus.COMPLETED, b'["a", "b"]', None, datetime.now(UTC))
+        await store.finish_job(
+            run.job.id, attempt, JobStatus.COMPLETED, b'["a", "b"]', None, datetime.now(UTC)
+        )
 
     producing = asyncio.create_task(produce())
-    rest = []
+    rest: list[jobs_pb2.StreamResponse] = []
     while (message := await call.read()) is not grpc.aio.EOF:
+        assert isinstance(message, jobs_pb2.StreamResponse)
         rest.append(message)
     await producing
     assert [m.chunk.output for m in rest if m.HasField("chunk")] == [b'"b"']
     assert rest[-1].done.status == job_pb2.COMPLETED and rest[-1].done.output == b'["a", "b"]'
     # A reader that starts late, from chunk 2, gets the same tail.
     late = jobwire.stub.Stream(
-        jobs_pb2.StreamRequest(endpoint_id=ENDPOINT, job_id=run.job.id, from_seq=2), metadata=jobwire.metadata()
+        jobs_pb2.StreamRequest(endpoint_id=ENDPOINT, job_id=run.job.id, from_seq=2),
+        metadata=jobwire.metadata(),
     )
     assert [m.WhichOneof("event") async for m in late] == ["chunk", "done"]
 
@@ -111,7 +148,7 @@ async def test_health_checking_and_reflection_are_served(jobwire: Running) -> No
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
     reflect = reflection_pb2_grpc.ServerReflectionStub(jobwire.channel)
 
-    async def ask():  # type: ignore[no-untyped-def]
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
         yield reflection_pb2.ServerReflectionRequest(list_services="")
 
     names = [

@@ -8,31 +8,31 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from server_fixtures import ENDPOINT, Running
 
 from jobwire.server.model import JobStatus
 from jobwire.server.store import JobStore
+from server_fixtures import ENDPOINT, Running
 
 MB = 1024 * 1024
 
 
-def claim_and(jobwire: Running, status: JobStatus | None, output: bytes | None = None, error: str | None = None):
+async def claim_and(
+    jobwire: Running, status: JobStatus | None, output: bytes | None = None, error: str | None = None
+) -> str:
     """Plays a worker through the store: claims the oldest job and, unless status is None, ends it."""
-
-    async def act() -> str:
-        store = JobStore(jobwire.server.engine)
-        now = datetime.now(UTC)
-        (claimed,) = await store.claim_jobs(ENDPOINT, "w-test", 1, now + timedelta(seconds=30), now)
-        if status is not None:
-            await store.finish_job(claimed.job.id, claimed.job.attempt, status, output, error, datetime.now(UTC))
-        return claimed.job.id
-
-    return act()
+    store = JobStore(jobwire.server.engine)
+    now = datetime.now(UTC)
+    (claimed,) = await store.claim_jobs(ENDPOINT, "w-test", 1, now + timedelta(seconds=30), now)
+    if status is not None:
+        await store.finish_job(claimed.job.id, claimed.job.attempt, status, output, error, datetime.now(UTC))
+    return claimed.job.id
 
 
 async def run(jobwire: Running, body: object = None, key: str = "client") -> httpx.Response:
     return await jobwire.http.post(
-        f"/v2/{ENDPOINT}/run", json={"input": {"prompt": "hi"}} if body is None else body, headers=jobwire.headers(key)
+        f"/v2/{ENDPOINT}/run",
+        json={"input": {"prompt": "hi"}} if body is None else body,
+        headers=jobwire.headers(key),
     )
 
 
@@ -55,7 +55,9 @@ async def test_the_bare_key_is_accepted_as_well_as_bearer(jobwire: Running) -> N
 async def test_status_of_a_queued_job_by_get_and_post(jobwire: Running) -> None:
     job_id = (await run(jobwire)).json()["id"]
     for method in ("GET", "POST"):
-        response = await jobwire.http.request(method, f"/v2/{ENDPOINT}/status/{job_id}", headers=jobwire.headers())
+        response = await jobwire.http.request(
+            method, f"/v2/{ENDPOINT}/status/{job_id}", headers=jobwire.headers()
+        )
         assert response.status_code == 200
         assert response.json() == {"id": job_id, "status": "IN_QUEUE"}
 
@@ -131,7 +133,9 @@ async def test_runsync_returns_the_result_when_the_job_ends_within_the_wait(jobw
     call = asyncio.create_task(
         jobwire.http.post(f"/v2/{ENDPOINT}/runsync?wait=30000", json={"input": {}}, headers=jobwire.headers())
     )
-    while (await jobwire.http.get(f"/v2/{ENDPOINT}/health", headers=jobwire.headers())).json()["jobs"]["inQueue"] == 0:
+    while (await jobwire.http.get(f"/v2/{ENDPOINT}/health", headers=jobwire.headers())).json()["jobs"][
+        "inQueue"
+    ] == 0:
         await asyncio.sleep(0.01)
     await claim_and(jobwire, JobStatus.COMPLETED, b'{"sum": 3}')
     body = (await call).json()
@@ -159,7 +163,9 @@ async def test_retry_only_from_failed_or_timed_out(jobwire: Running) -> None:
     assert "output" not in status and "error" not in status
     health = (await jobwire.http.get(f"/v2/{ENDPOINT}/health", headers=jobwire.headers())).json()
     assert health["jobs"]["retried"] == 1
-    assert (await jobwire.http.post(f"/v2/{ENDPOINT}/retry/nope", headers=jobwire.headers())).status_code == 404
+    assert (
+        await jobwire.http.post(f"/v2/{ENDPOINT}/retry/nope", headers=jobwire.headers())
+    ).status_code == 404
 
 
 async def test_stream_read_returns_new_chunks_once(jobwire: Running) -> None:
@@ -170,9 +176,15 @@ async def test_stream_read_returns_new_chunks_once(jobwire: Running) -> None:
     for seq, text in enumerate(["tok1", "tok2"], start=1):
         await store.append_chunk(job_id, claimed.job.attempt, seq, json.dumps(text).encode(), now)
     first = (await jobwire.http.get(f"/v2/{ENDPOINT}/stream/{job_id}", headers=jobwire.headers())).json()
-    assert first == {"id": job_id, "status": "IN_PROGRESS", "stream": [{"output": "tok1"}, {"output": "tok2"}]}
+    assert first == {
+        "id": job_id,
+        "status": "IN_PROGRESS",
+        "stream": [{"output": "tok1"}, {"output": "tok2"}],
+    }
     await store.finish_job(job_id, claimed.job.attempt, JobStatus.COMPLETED, b"[]", None, now)
-    last = (await jobwire.http.get(f"/v2/{ENDPOINT}/stream/{job_id}?wait=1000", headers=jobwire.headers())).json()
+    last = (
+        await jobwire.http.get(f"/v2/{ENDPOINT}/stream/{job_id}?wait=1000", headers=jobwire.headers())
+    ).json()
     assert last == {"id": job_id, "status": "COMPLETED", "stream": []}
 
 
@@ -189,7 +201,9 @@ async def test_stream_read_returns_new_chunks_once(jobwire: Running) -> None:
         (b"[1, 2]", "JSON object"),
     ],
 )
-async def test_bad_bodies_get_400_with_a_json_error_and_store_nothing(jobwire: Running, body: bytes, needle: str) -> None:
+async def test_bad_bodies_get_400_with_a_json_error_and_store_nothing(
+    jobwire: Running, body: bytes, needle: str
+) -> None:
     response = await jobwire.http.post(
         f"/v2/{ENDPOINT}/run", content=body, headers={**jobwire.headers(), "Content-Type": "application/json"}
     )
@@ -200,10 +214,14 @@ async def test_bad_bodies_get_400_with_a_json_error_and_store_nothing(jobwire: R
 
 
 @pytest.mark.parametrize(("route", "limit_mb"), [("run", 10), ("runsync?wait=1000", 20)])
-async def test_oversize_payloads_get_413_and_store_nothing(jobwire: Running, route: str, limit_mb: int) -> None:
+async def test_oversize_payloads_get_413_and_store_nothing(
+    jobwire: Running, route: str, limit_mb: int
+) -> None:
     body = b'{"input": "' + b"x" * (limit_mb * MB) + b'"}'
     response = await jobwire.http.post(
-        f"/v2/{ENDPOINT}/{route}", content=body, headers={**jobwire.headers(), "Content-Type": "application/json"}
+        f"/v2/{ENDPOINT}/{route}",
+        content=body,
+        headers={**jobwire.headers(), "Content-Type": "application/json"},
     )
     assert response.status_code == 413
     assert "error" in response.json()
@@ -244,10 +262,14 @@ async def test_keys_are_checked_against_endpoint_and_role(
 async def test_a_key_of_another_endpoint_cannot_read_or_cancel_its_jobs(jobwire: Running) -> None:
     job_id = (await run(jobwire)).json()["id"]
     for method, path in [("GET", "status"), ("POST", "cancel"), ("POST", "retry"), ("GET", "stream")]:
-        response = await jobwire.http.request(method, f"/v2/{ENDPOINT}/{path}/{job_id}", headers=jobwire.headers("other"))
+        response = await jobwire.http.request(
+            method, f"/v2/{ENDPOINT}/{path}/{job_id}", headers=jobwire.headers("other")
+        )
         assert response.status_code == 403
         # ...and through its own endpoint the job does not exist.
-        response = await jobwire.http.request(method, f"/v2/other/{path}/{job_id}", headers=jobwire.headers("other"))
+        response = await jobwire.http.request(
+            method, f"/v2/other/{path}/{job_id}", headers=jobwire.headers("other")
+        )
         assert response.status_code == 404
 
 

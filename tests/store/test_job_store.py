@@ -37,7 +37,9 @@ async def store(engine: AsyncEngine, clock: ManualClock) -> JobStore:
     return JobStore(engine)
 
 
-def new_job(job_id: str, *, endpoint: str = EP, low: bool = False, ttl_ms: int = 86_400_000, **kw: object) -> NewJob:
+def new_job(
+    job_id: str, *, endpoint: str = EP, low: bool = False, ttl_ms: int = 86_400_000, **kw: object
+) -> NewJob:
     fields: dict[str, object] = dict(
         id=job_id,
         endpoint=endpoint,
@@ -59,7 +61,13 @@ async def test_enqueue_then_get_returns_the_queued_view(store: JobStore, clock: 
     await store.enqueue_job(new_job("j1"), clock.now())
     job = await store.get_job(EP, "j1", clock.now())
     assert job is not None
-    assert (job.id, job.status, job.attempt, job.output, job.started_at) == ("j1", JobStatus.IN_QUEUE, 0, None, None)
+    assert (job.id, job.status, job.attempt, job.output, job.started_at) == (
+        "j1",
+        JobStatus.IN_QUEUE,
+        0,
+        None,
+        None,
+    )
     assert job.queued_at == clock.now()
 
 
@@ -70,7 +78,9 @@ async def test_get_is_scoped_to_the_endpoint(store: JobStore, clock: ManualClock
     assert await store.purge_queue("other", clock.now()) == 0
 
 
-async def test_claim_orders_normal_before_low_priority_then_oldest(store: JobStore, clock: ManualClock) -> None:
+async def test_claim_orders_normal_before_low_priority_then_oldest(
+    store: JobStore, clock: ManualClock
+) -> None:
     for job_id, low in [("low-1", True), ("n-1", False), ("low-2", True), ("n-2", False)]:
         await store.enqueue_job(new_job(job_id, low=low), clock.now())
         clock.advance(milliseconds=1)
@@ -101,9 +111,13 @@ async def test_claim_skips_jobs_past_their_ttl(store: JobStore, clock: ManualClo
 async def test_finish_is_fenced_by_attempt(store: JobStore, clock: ManualClock) -> None:
     await store.enqueue_job(new_job("j1"), clock.now())
     (claimed,) = await store.claim_jobs(EP, "w1", 1, clock.now() + timedelta(seconds=30), clock.now())
-    assert not await store.finish_job("j1", claimed.job.attempt + 1, JobStatus.COMPLETED, b"1", None, clock.now())
+    assert not await store.finish_job(
+        "j1", claimed.job.attempt + 1, JobStatus.COMPLETED, b"1", None, clock.now()
+    )
     clock.advance(seconds=2)
-    assert await store.finish_job("j1", claimed.job.attempt, JobStatus.COMPLETED, b'{"ok": 1}', None, clock.now())
+    assert await store.finish_job(
+        "j1", claimed.job.attempt, JobStatus.COMPLETED, b'{"ok": 1}', None, clock.now()
+    )
     # A second report of the same attempt changes nothing.
     assert not await store.finish_job("j1", claimed.job.attempt, JobStatus.FAILED, None, "late", clock.now())
     job = await store.get_job(EP, "j1", clock.now())
@@ -121,7 +135,9 @@ async def test_output_bytes_are_kept_exactly(store: JobStore, clock: ManualClock
     assert job is not None and job.output == output
 
 
-async def test_cancel_ends_queued_and_running_jobs_but_not_ended_ones(store: JobStore, clock: ManualClock) -> None:
+async def test_cancel_ends_queued_and_running_jobs_but_not_ended_ones(
+    store: JobStore, clock: ManualClock
+) -> None:
     await store.enqueue_job(new_job("queued"), clock.now())
     await store.enqueue_job(new_job("running"), clock.now())
     await store.claim_jobs(EP, "w1", 1, clock.now() + timedelta(seconds=30), clock.now())  # takes "queued"
@@ -142,11 +158,16 @@ async def test_purge_cancels_only_queued_jobs_and_counts_them(store: JobStore, c
 
 async def test_retry_requeues_failed_jobs_with_output_cleared(store: JobStore, clock: ManualClock) -> None:
     await store.enqueue_job(new_job("j1"), clock.now())
-    (claimed,) = await store.claim_jobs(EP, "w1", 1, clock.now() + timedelta(seconds=30), clock.now())
+    await store.claim_jobs(EP, "w1", 1, clock.now() + timedelta(seconds=30), clock.now())
     await store.finish_job("j1", 1, JobStatus.FAILED, b'{"partial": 1}', "boom", clock.now())
     retried = await store.retry_job(EP, "j1", 3, clock.now())
     assert retried is not None
-    assert (retried.status, retried.retries, retried.error, retried.output) == (JobStatus.IN_QUEUE, 1, None, None)
+    assert (retried.status, retried.retries, retried.error, retried.output) == (
+        JobStatus.IN_QUEUE,
+        1,
+        None,
+        None,
+    )
     assert (await store.count_jobs(EP, clock.now())).retried == 1
     # The next attempt is numbered after the failed one, so the old attempt's reports stay fenced out.
     (again,) = await store.claim_jobs(EP, "w1", 1, clock.now() + timedelta(seconds=30), clock.now())

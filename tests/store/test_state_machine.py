@@ -48,7 +48,9 @@ def _attempts(store: JobStore, clock: ManualClock) -> dict[JobStatus, Callable[[
 
     async def finish(job_id: str, status: JobStatus) -> bool:
         job = await store.get_job(EP, job_id, clock.now())
-        return job is not None and await store.finish_job(job_id, job.attempt, status, None, None, clock.now())
+        return job is not None and await store.finish_job(
+            job_id, job.attempt, status, None, None, clock.now()
+        )
 
     async def requeue(job_id: str) -> bool:
         return await store.retry_job(EP, job_id, 3, clock.now()) is not None

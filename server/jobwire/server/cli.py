@@ -58,7 +58,12 @@ async def _database(settings: Settings) -> AsyncIterator[tuple[str, bool]]:
         return
     embedded = EmbeddedPostgres(settings.data_dir / "postgres")
     await asyncio.to_thread(embedded.start)
-    yield embedded.url, True
+    try:
+        yield embedded.url, True
+    finally:
+        # Stop it only if this command started it: a running `jobwire dev` keeps its database.
+        if embedded.started_here:
+            await asyncio.to_thread(embedded.stop)
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:

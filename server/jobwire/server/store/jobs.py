@@ -33,7 +33,8 @@ ENQUEUE = text(
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
                           ttl_ms, retention_ms, created_at, queued_at, expires_at)
         VALUES (:id, :endpoint, 'IN_QUEUE', :priority, :max_attempts, :sync, :webhook, :execution_timeout_ms,
-                :ttl_ms, :retention_ms, :now, :now, CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond')
+                :ttl_ms, :retention_ms, :now, :now,
+                CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond')
         RETURNING seq
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)

@@ -1,0 +1,94 @@
+"""The `jobwire` command as operators run it: real processes, real ports on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+JOBWIRE = [sys.executable, "-m", "jobwire.server"]
+
+
+async def jobwire(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *JOBWIRE,
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_migrate_then_manage_endpoints_and_keys(empty_database_url: str) -> None:
+    db = ["--database-url", empty_database_url]
+    code, _, err = await jobwire("endpoint", "create", "demo", *db)
+    assert code == 2 and "jobwire migrate" in err  # an unmigrated database is refused with the fix
+    assert (await jobwire("migrate", *db))[0] == 0
+    assert (await jobwire("endpoint", "create", "demo", *db))[0] == 0
+    code, _, err = await jobwire("endpoint", "create", "demo", *db)
+    assert code == 1 and "already exists" in err
+    code, out, _ = await jobwire("key", "create", "--role", "client", "--endpoint", "demo", *db)
+    assert code == 0 and re.fullmatch(r"jw_[A-Za-z0-9]{40}\n", out)
+    code, _, err = await jobwire("key", "create", "--role", "worker", *db)
+    assert code == 1 and "needs an endpoint" in err
+    code, out, _ = await jobwire("key", "list", "--json", *db)
+    assert code == 0 and '"role": "client"' in out and out.count('"prefix"') == 1
+    prefix = out.split('"prefix": "')[1][:11]
+    assert (await jobwire("key", "revoke", prefix, *db))[0] == 0
+    assert (await jobwire("key", "revoke", prefix, *db))[0] == 1
+
+
+async def test_serve_answers_on_the_addresses_it_prints_and_stops_on_sigterm(database_url: str) -> None:
+    db = ["--database-url", database_url]
+    assert (await jobwire("endpoint", "create", "demo", *db))[0] == 0
+    key = (await jobwire("key", "create", "--role", "client", "--endpoint", "demo", *db))[1].strip()
+    process = await asyncio.create_subprocess_exec(
+        *JOBWIRE, "serve", *db, "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    log = ""
+    while "jobwire serving" not in log:
+        line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+        assert line, f"serve exited early: {log}"
+        log += line.decode()
+    http_url = re.search(r"HTTP on (http://\S+)", log).group(1)  # type: ignore[union-attr]
+    async with httpx.AsyncClient(base_url=http_url) as http:
+        response = await http.post(
+            "/v2/demo/run", json={"input": 1}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200 and response.json()["status"] == "IN_QUEUE"
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+
+
+async def test_dev_starts_an_embedded_postgres_and_prints_a_working_key(tmp_path: Path) -> None:
+    env = {**os.environ, "JOBWIRE_DATA_DIR": str(tmp_path / "data")}
+    process = await asyncio.create_subprocess_exec(
+        *JOBWIRE, "dev", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+        env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    printed = ""
+    while "try:" not in printed:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
+        assert line, f"dev exited early: {printed}"
+        printed += line.decode()
+    key = re.search(r"key\s+(jw_\S+)", printed).group(1)  # type: ignore[union-attr]
+    run_url = re.search(r"REST\s+(\S+)", printed).group(1)  # type: ignore[union-attr]
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            run_url, json={"input": {"hello": "world"}}, headers={"Authorization": key}
+        )
+        assert response.status_code == 200
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(process.wait(), timeout=60) == 0
+    # dev started the embedded Postgres, so it stopped it too.
+    assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()

@@ -1,0 +1,31 @@
+"""The layout rules of the one import root `jobwire` (see the house style)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jobwire
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_jobwire_is_one_namespace_over_gen_server_and_worker() -> None:
+    roots = {Path(p).parent.name for p in jobwire.__path__}
+    assert roots == {"gen", "server", "worker"}
+    for root in ("gen", "server", "worker"):
+        assert not (ROOT / root / "jobwire" / "__init__.py").exists()
+        # Nothing but jobwire/ at the top of a source root: anything else would become a top-level module.
+        assert {p.name for p in (ROOT / root).iterdir() if not p.name.startswith((".", "__"))} == {"jobwire"}
+
+
+def test_the_worker_sdk_imports_nothing_of_the_server() -> None:
+    probe = (
+        "import sys, jobwire.worker; "
+        "bad = [m for m in sys.modules "
+        "if m.startswith(('jobwire.server', 'sqlalchemy', 'alembic', 'asyncpg'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
