@@ -211,3 +211,77 @@ async def test_stream_reads_are_destructive_and_ordered(store: JobStore, clock: 
 async def test_read_of_an_unknown_job_is_none(store: JobStore, clock: ManualClock) -> None:
     assert await store.read_new_chunks(EP, "nope", clock.now()) is None
     assert await store.get_job(EP, "nope", clock.now()) is None
+
+
+async def _claim(
+    store: JobStore, clock: ManualClock, worker: str = "w1", n: int = 1, lease_s: int = 10
+) -> list[str]:
+    claimed = await store.claim_jobs(EP, worker, n, clock.now() + timedelta(seconds=lease_s), clock.now())
+    return [c.job.id for c in claimed]
+
+
+async def test_released_attempts_go_back_to_the_queue_until_attempts_run_out(
+    store: JobStore, clock: ManualClock
+) -> None:
+    await store.enqueue_job(new_job("j1", max_attempts=2), clock.now())
+    await _claim(store, clock)
+    await store.set_progress("j1", 1, b'{"pct": 50}')
+    await store.append_chunk("j1", 1, 1, b'"partial"', clock.now())
+    assert await store.release_attempts([("j1", 1)], "stream lost", clock.now()) == [
+        ("j1", JobStatus.IN_QUEUE)
+    ]
+    job = await store.get_job(EP, "j1", clock.now())
+    assert job is not None and (job.status, job.worker_id, job.output) == (JobStatus.IN_QUEUE, None, None)
+    assert await store.chunks_since(EP, "j1", 1, clock.now()) == []  # the next attempt starts clean
+    assert await _claim(store, clock) == ["j1"]
+    assert await store.release_attempts([("j1", 1)], "stale", clock.now()) == []  # attempt 1 is over
+    assert await store.release_attempts([("j1", 2)], "stream lost", clock.now()) == [("j1", JobStatus.FAILED)]
+    failed = await store.get_job(EP, "j1", clock.now())
+    assert failed is not None and (failed.status, failed.error) == (JobStatus.FAILED, "stream lost")
+
+
+async def test_expired_leases_are_rescued_and_extended_ones_are_not(
+    store: JobStore, clock: ManualClock
+) -> None:
+    await store.enqueue_job(new_job("a"), clock.now())
+    await store.enqueue_job(new_job("b"), clock.now())
+    await _claim(store, clock, "w1")
+    await _claim(store, clock, "w2")
+    clock.advance(seconds=8)
+    await store.extend_leases(["w2"], clock.now() + timedelta(seconds=10))
+    clock.advance(seconds=3)
+    assert await store.rescue_expired_leases(clock.now()) == [("a", JobStatus.IN_QUEUE)]
+    job = await store.get_job(EP, "b", clock.now())
+    assert job is not None and job.status is JobStatus.IN_PROGRESS
+
+
+async def test_attempts_past_their_execution_timeout_end_timed_out(
+    store: JobStore, clock: ManualClock
+) -> None:
+    await store.enqueue_job(new_job("slow", execution_timeout_ms=5_000), clock.now())
+    await store.enqueue_job(new_job("fine"), clock.now())
+    await _claim(store, clock, n=2, lease_s=3600)
+    clock.advance(seconds=4)
+    assert await store.time_out_jobs(clock.now()) == []
+    clock.advance(seconds=2)
+    assert await store.time_out_jobs(clock.now()) == ["slow"]
+    job = await store.get_job(EP, "slow", clock.now())
+    assert job is not None and job.status is JobStatus.TIMED_OUT and "5000 ms" in (job.error or "")
+    assert await store.job_status("fine") is JobStatus.IN_PROGRESS
+    # The timed-out attempt's late result changes nothing.
+    assert not await store.finish_job("slow", 1, JobStatus.COMPLETED, b"1", None, clock.now())
+
+
+async def test_progress_is_the_output_while_running_and_ignored_afterwards(
+    store: JobStore, clock: ManualClock
+) -> None:
+    await store.enqueue_job(new_job("j1"), clock.now())
+    await _claim(store, clock)
+    assert await store.set_progress("j1", 1, b'{"pct": 10}')
+    assert await store.set_progress("j1", 1, b'{"pct": 60}')
+    job = await store.get_job(EP, "j1", clock.now())
+    assert job is not None and job.output == b'{"pct": 60}'
+    await store.finish_job("j1", 1, JobStatus.COMPLETED, b'{"done": true}', None, clock.now())
+    assert not await store.set_progress("j1", 1, b'{"pct": 99}')  # a late progress post
+    job = await store.get_job(EP, "j1", clock.now())
+    assert job is not None and job.output == b'{"done": true}'

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
-def _data_dir() -> Path:
+def default_data_dir() -> Path:
+    """jobwire's own files (the embedded Postgres among them): $JOBWIRE_DATA_DIR, else the platform's
+    user data directory (`~/.local/share/jobwire` on Linux), so the data survives a fresh checkout."""
     configured = os.environ.get("JOBWIRE_DATA_DIR")
     if configured:
-        return Path(configured)
+        return Path(configured).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("jobwire"))
@@ -22,7 +24,7 @@ class Settings:
     database_url: str | None = None
     http_addr: str = "127.0.0.1:8080"
     grpc_addr: str = "127.0.0.1:50051"
-    data_dir: Path = field(default_factory=_data_dir)
+    data_dir: Path = field(default_factory=default_data_dir)
     #: Migrate the database at start-up. On by default for the embedded database only.
     migrate: bool | None = None
     log_level: str = "info"

@@ -6,5 +6,17 @@ from jobwire.server.store.admin import AdminStore
 from jobwire.server.store.database import create_engine, libpq_dsn
 from jobwire.server.store.jobs import ClaimedJob, JobStore
 from jobwire.server.store.listener import Listener
+from jobwire.server.store.workers import WorkerCounts, WorkerPresence, WorkerRow, WorkerStore
 
-__all__ = ["AdminStore", "ClaimedJob", "JobStore", "Listener", "create_engine", "libpq_dsn"]
+__all__ = [
+    "AdminStore",
+    "ClaimedJob",
+    "JobStore",
+    "Listener",
+    "WorkerCounts",
+    "WorkerPresence",
+    "WorkerRow",
+    "WorkerStore",
+    "create_engine",
+    "libpq_dsn",
+]

@@ -16,6 +16,9 @@ from jobwire.server.errors import Unavailable
 JOB_ENDED = "jobwire_job_ended"
 #: Channel on which a job's new stream chunks are announced (payload: the job id).
 JOB_CHUNKS = "jobwire_job_chunks"
+#: Channel on which an endpoint with newly queued jobs is announced (payload: the endpoint); dispatchers
+#: of every replica wake on it.
+JOB_QUEUED = "jobwire_job_queued"
 #: Channel on which a purge of an endpoint's queue is announced (payload: the endpoint).
 QUEUE_PURGED = "jobwire_queue_purged"
 

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, NewJob
-from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, QUEUE_PURGED, transaction
+from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, JOB_QUEUED, QUEUE_PURGED, transaction
 
 _ALIVE = "j.expires_at > :now AND (j.retain_until IS NULL OR j.retain_until > :now)"
 _VIEW = (
@@ -23,12 +23,12 @@ _VIEW = (
     "j.worker_id, j.error"
 )
 _ENDED = (
-    "finished_at = :now, "
-    "retain_until = CAST(:now AS timestamptz) + retention_ms * interval '1 millisecond', lease_until = NULL"
+    "finished_at = :now, lease_until = NULL, deadline_at = NULL, "
+    "retain_until = CAST(:now AS timestamptz) + retention_ms * interval '1 millisecond'"
 )
 
 ENQUEUE = text(
-    """
+    f"""
     WITH new_job AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
                           ttl_ms, retention_ms, created_at, queued_at, expires_at)
@@ -43,7 +43,7 @@ ENQUEUE = text(
         SELECT seq, 's3_config', CAST(:s3_config AS bytea) FROM new_job
         WHERE CAST(:s3_config AS bytea) IS NOT NULL
     )
-    SELECT seq FROM new_job
+    SELECT seq, pg_notify('{JOB_QUEUED}', :endpoint) FROM new_job
     """
 )
 
@@ -83,7 +83,7 @@ RETRY = text(
     ), counted AS (
         UPDATE endpoints e SET retried_total = retried_total + 1 FROM target WHERE e.name = target.endpoint
     )
-    SELECT {_VIEW}, NULL::bytea AS output FROM target j
+    SELECT {_VIEW}, NULL::bytea AS output, pg_notify('{JOB_QUEUED}', j.endpoint) FROM target j
     """
 )
 
@@ -117,7 +117,8 @@ CLAIM = text(
     ), claimed AS (
         UPDATE jobs j
         SET status = 'IN_PROGRESS', attempt = attempt + 1, started_at = :now, worker_id = :worker_id,
-            lease_until = :lease_until
+            lease_until = :lease_until,
+            deadline_at = CAST(:now AS timestamptz) + execution_timeout_ms * interval '1 millisecond'
         FROM picked WHERE j.seq = picked.seq
         RETURNING j.seq, j.priority, {_VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
     )
@@ -175,6 +176,78 @@ READ_NEW_CHUNKS = text(
     SELECT cur.status, fresh.seq, fresh.data FROM cur LEFT JOIN fresh ON true ORDER BY fresh.seq
     """
 )
+
+SET_PROGRESS = text(
+    """
+    INSERT INTO job_payloads (job_seq, kind, data)
+    SELECT seq, 'progress', :data FROM jobs WHERE id = :id AND attempt = :attempt AND status = 'IN_PROGRESS'
+    ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
+    RETURNING job_seq
+    """
+)
+
+EXTEND_LEASES = text(
+    """
+    UPDATE jobs SET lease_until = :lease_until
+    WHERE status = 'IN_PROGRESS' AND worker_id = ANY(CAST(:worker_ids AS text[]))
+    """
+)
+
+TIME_OUT = text(
+    f"""
+    WITH due AS (
+        SELECT seq FROM jobs WHERE status = 'IN_PROGRESS' AND deadline_at < :now
+        ORDER BY deadline_at LIMIT :limit FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs j
+    SET status = 'TIMED_OUT', {_ENDED},
+        error = 'execution timeout of ' || j.execution_timeout_ms || ' ms exceeded'
+    FROM due WHERE j.seq = due.seq
+    RETURNING j.id, pg_notify('{JOB_ENDED}', j.id)
+    """
+)
+
+
+def _release(selection: str) -> Any:
+    """Gives running attempts up (their worker is gone): back to the queue, or FAILED once the job has
+    used all its attempts. The attempt's progress and chunks go, so the next attempt starts clean."""
+    spent = "j.attempt >= j.max_attempts"
+    return text(
+        f"""
+        WITH moved AS (
+            UPDATE jobs j SET
+                status = CASE WHEN {spent} THEN 'FAILED' ELSE 'IN_QUEUE' END,
+                error = CASE WHEN {spent} THEN :reason END,
+                queued_at = CASE WHEN {spent} THEN j.queued_at ELSE :now END,
+                started_at = CASE WHEN {spent} THEN j.started_at END,
+                worker_id = CASE WHEN {spent} THEN j.worker_id END,
+                finished_at = CASE WHEN {spent} THEN CAST(:now AS timestamptz) END,
+                retain_until = CASE WHEN {spent}
+                    THEN CAST(:now AS timestamptz) + j.retention_ms * interval '1 millisecond' END,
+                lease_until = NULL, deadline_at = NULL, stream_read_seq = 0
+            WHERE j.status = 'IN_PROGRESS' AND {selection}
+            RETURNING j.seq, j.id, j.endpoint, j.status
+        ), dropped_chunks AS (
+            DELETE FROM job_chunks c USING moved WHERE c.job_seq = moved.seq AND moved.status = 'IN_QUEUE'
+        ), dropped_progress AS (
+            DELETE FROM job_payloads p USING moved WHERE p.job_seq = moved.seq AND p.kind = 'progress'
+        )
+        SELECT id, status, CASE WHEN status = 'FAILED' THEN pg_notify('{JOB_ENDED}', id)
+                                ELSE pg_notify('{JOB_QUEUED}', endpoint) END
+        FROM moved
+        """
+    )
+
+
+RELEASE_ATTEMPTS = _release(
+    "(j.id, j.attempt) IN (SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS integer[])))"
+)
+RESCUE_EXPIRED = _release(
+    "j.seq IN (SELECT seq FROM jobs WHERE status = 'IN_PROGRESS' AND lease_until < :now "
+    "ORDER BY lease_until LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+
+JOB_STATUS = text("SELECT status FROM jobs WHERE id = :id")
 
 CHUNKS_SINCE = text(
     f"""
@@ -342,3 +415,46 @@ class JobStore:
     async def _one(self, statement: Any, **params: Any) -> Any:
         async with transaction(self._engine) as conn:
             return (await conn.execute(statement, params)).first()
+
+    async def set_progress(self, job_id: str, attempt: int, data: bytes) -> bool:
+        """Stores the latest progress update of a running attempt (shown as `output` while IN_PROGRESS)."""
+        return await self._one(SET_PROGRESS, id=job_id, attempt=attempt, data=data) is not None
+
+    async def extend_leases(self, worker_ids: list[str], lease_until: datetime) -> None:
+        """Extends the leases of every running job of these workers, in one statement."""
+        if worker_ids:
+            async with transaction(self._engine) as conn:
+                await conn.execute(EXTEND_LEASES, {"worker_ids": worker_ids, "lease_until": lease_until})
+
+    async def release_attempts(
+        self, attempts: list[tuple[str, int]], reason: str, now: datetime
+    ) -> list[tuple[str, JobStatus]]:
+        """Requeues (or fails, when out of attempts) these running attempts; returns what became of them."""
+        if not attempts:
+            return []
+        params = {
+            "ids": [a[0] for a in attempts],
+            "attempts": [a[1] for a in attempts],
+            "reason": reason,
+            "now": now,
+        }
+        async with transaction(self._engine) as conn:
+            rows = (await conn.execute(RELEASE_ATTEMPTS, params)).all()
+        return [(row.id, JobStatus(row.status)) for row in rows]
+
+    async def rescue_expired_leases(self, now: datetime, limit: int = 1000) -> list[tuple[str, JobStatus]]:
+        """Requeues (or fails) running jobs whose lease ran out: their worker or its replica died."""
+        params = {"reason": "the worker stopped responding", "now": now, "limit": limit}
+        async with transaction(self._engine) as conn:
+            rows = (await conn.execute(RESCUE_EXPIRED, params)).all()
+        return [(row.id, JobStatus(row.status)) for row in rows]
+
+    async def time_out_jobs(self, now: datetime, limit: int = 1000) -> list[str]:
+        """Ends running attempts past their execution deadline as TIMED_OUT; returns their job ids."""
+        async with transaction(self._engine) as conn:
+            rows = (await conn.execute(TIME_OUT, {"now": now, "limit": limit})).all()
+        return [row.id for row in rows]
+
+    async def job_status(self, job_id: str) -> JobStatus | None:
+        row = await self._one(JOB_STATUS, id=job_id)
+        return None if row is None else JobStatus(row.status)

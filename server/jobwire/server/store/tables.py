@@ -107,6 +107,8 @@ jobs = Table(
     # Set when the job ends: past it the result is gone.
     Column("retain_until", DateTime(timezone=True), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
+    # When the running attempt passes its execution timeout.
+    Column("deadline_at", DateTime(timezone=True), nullable=True),
     Column("worker_id", Text, nullable=True),
     Column("error", Text, nullable=True),
     # Runpod's /stream reads are destructive: the last chunk a REST reader has been given.
@@ -123,11 +125,35 @@ jobs = Table(
     ),
     # The reaper: running attempts by lease deadline.
     Index("ix_jobs_lease", "lease_until", postgresql_where=text("status = 'IN_PROGRESS'")),
+    # The timeout sweep: running attempts by execution deadline.
+    Index("ix_jobs_deadline", "deadline_at", postgresql_where=text("status = 'IN_PROGRESS'")),
     # Health counts and listings per endpoint and state.
     Index("ix_jobs_endpoint_status", "endpoint", "status"),
     # Pruning of ended jobs and of expired ones.
     Index("ix_jobs_retain_until", "retain_until", postgresql_where=text("retain_until IS NOT NULL")),
     Index("ix_jobs_expires_at", "expires_at"),
+)
+
+# Connected workers, for health counts across replicas. A row lives while its stream (or, for Runpod
+# HTTP workers, its polling) does; last_seen_at is refreshed in batches, so a replica that died leaves
+# rows that age out of the counts.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("endpoint", Text, ForeignKey("endpoints.name", ondelete="CASCADE"), nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("busy", Integer, nullable=False, server_default=text("0")),
+    Column("draining", Boolean, nullable=False, server_default=text("false")),
+    Column("sdk_version", Text, nullable=False, server_default=text("''")),
+    # JSON list of {name, uuid, memoryBytes}.
+    Column("accelerators", Text, nullable=False, server_default=text("'[]'")),
+    Column("connected_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("kind IN ('grpc', 'http')", name="kind"),
+    Index(None, "endpoint"),
 )
 
 job_payloads = Table(

@@ -1,8 +1,8 @@
-"""create endpoints keys jobs payloads chunks
+"""create endpoints keys jobs payloads chunks workers
 
-Revision ID: 1f58acc97efe
+Revision ID: 914e539fd714
 Revises:
-Create Date: 2026-11-23 19:09:10.653605
+Create Date: 2026-11-23 19:20:53.442522
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "1f58acc97efe"
+
+revision: str = "914e539fd714"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -69,6 +70,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("retain_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("worker_id", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("stream_read_seq", sa.Integer(), server_default=sa.text("0"), nullable=False),
@@ -89,6 +91,13 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("status = 'IN_QUEUE'"),
     )
+    op.create_index(
+        "ix_jobs_deadline",
+        "jobs",
+        ["deadline_at"],
+        unique=False,
+        postgresql_where=sa.text("status = 'IN_PROGRESS'"),
+    )
     op.create_index("ix_jobs_endpoint_status", "jobs", ["endpoint", "status"], unique=False)
     op.create_index("ix_jobs_expires_at", "jobs", ["expires_at"], unique=False)
     op.create_index(
@@ -105,6 +114,26 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("retain_until IS NOT NULL"),
     )
+    op.create_table(
+        "workers",
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("endpoint", sa.Text(), nullable=False),
+        sa.Column("session_id", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("slots", sa.Integer(), nullable=False),
+        sa.Column("busy", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("draining", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("sdk_version", sa.Text(), server_default=sa.text("''"), nullable=False),
+        sa.Column("accelerators", sa.Text(), server_default=sa.text("'[]'"), nullable=False),
+        sa.Column("connected_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("kind IN ('grpc', 'http')", name=op.f("ck_workers_kind")),
+        sa.ForeignKeyConstraint(
+            ["endpoint"], ["endpoints.name"], name=op.f("fk_workers_endpoint_endpoints"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workers")),
+    )
+    op.create_index(op.f("ix_workers_endpoint"), "workers", ["endpoint"], unique=False)
     op.create_table(
         "job_chunks",
         sa.Column("job_seq", sa.BigInteger(), nullable=False),
@@ -134,12 +163,15 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("job_payloads")
     op.drop_table("job_chunks")
+    op.drop_index(op.f("ix_workers_endpoint"), table_name="workers")
+    op.drop_table("workers")
     op.drop_index(
         "ix_jobs_retain_until", table_name="jobs", postgresql_where=sa.text("retain_until IS NOT NULL")
     )
     op.drop_index("ix_jobs_lease", table_name="jobs", postgresql_where=sa.text("status = 'IN_PROGRESS'"))
     op.drop_index("ix_jobs_expires_at", table_name="jobs")
     op.drop_index("ix_jobs_endpoint_status", table_name="jobs")
+    op.drop_index("ix_jobs_deadline", table_name="jobs", postgresql_where=sa.text("status = 'IN_PROGRESS'"))
     op.drop_index("ix_jobs_claim", table_name="jobs", postgresql_where=sa.text("status = 'IN_QUEUE'"))
     op.drop_table("jobs")
     op.drop_index(op.f("ix_api_keys_endpoint"), table_name="api_keys")
