@@ -4,6 +4,7 @@ endpoint `ep` and keys of every kind, plus a second endpoint `other` to prove is
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -11,8 +12,10 @@ import httpx
 import pytest
 
 from jobwire.server.app import GRPC_OPTIONS, JobwireServer
+from jobwire.server.clock import Clock
 from jobwire.server.config import Settings
 from jobwire.server.model import Role
+from jobwire.server.service.dispatch import DispatchSettings
 from jobwire.server.service.jobs import JobSettings
 from jobwire.v1 import jobs_pb2_grpc
 
@@ -36,25 +39,38 @@ class Running:
         return {"Authorization": f"Bearer {self.keys[key]}"}
 
 
-async def start_jobwire(database_url: str, job_settings: JobSettings | None = None) -> JobwireServer:
+async def start_jobwire(
+    database_url: str,
+    job_settings: JobSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    dispatch_settings: DispatchSettings | None = None,
+) -> JobwireServer:
     settings = Settings(http_addr="127.0.0.1:0", grpc_addr="127.0.0.1:0", migrate=False)
-    server = JobwireServer(settings, database_url, job_settings=job_settings)
+    server = JobwireServer(
+        settings, database_url, clock=clock, job_settings=job_settings, dispatch_settings=dispatch_settings
+    )
     await server.start()
     return server
 
 
-@pytest.fixture
-async def jobwire(database_url: str) -> AsyncIterator[Running]:
-    server = await start_jobwire(database_url)
+async def create_keys(server: JobwireServer) -> dict[str, str]:
+    """Endpoints `ep` and `other` (if missing) and a key of every kind."""
+    for name in (ENDPOINT, OTHER):
+        await server.admin.ensure_endpoint(name)
+    return {
+        "client": (await server.admin.create_key(Role.CLIENT, ENDPOINT)).secret,
+        "worker": (await server.admin.create_key(Role.WORKER, ENDPOINT)).secret,
+        "admin": (await server.admin.create_key(Role.ADMIN, None)).secret,
+        "other": (await server.admin.create_key(Role.CLIENT, OTHER)).secret,
+    }
+
+
+@asynccontextmanager
+async def running(server: JobwireServer, keys: dict[str, str] | None = None) -> AsyncIterator[Running]:
+    """Clients of a started server; stops the server at the end."""
     try:
-        for name in (ENDPOINT, OTHER):
-            await server.admin.create_endpoint(name)
-        keys = {
-            "client": (await server.admin.create_key(Role.CLIENT, ENDPOINT)).secret,
-            "worker": (await server.admin.create_key(Role.WORKER, ENDPOINT)).secret,
-            "admin": (await server.admin.create_key(Role.ADMIN, None)).secret,
-            "other": (await server.admin.create_key(Role.CLIENT, OTHER)).secret,
-        }
+        keys = keys or await create_keys(server)
         async with (
             httpx.AsyncClient(base_url=server.http_url, timeout=30) as http,
             grpc.aio.insecure_channel(server.grpc_target, options=GRPC_OPTIONS) as channel,
@@ -62,3 +78,9 @@ async def jobwire(database_url: str) -> AsyncIterator[Running]:
             yield Running(server, keys, http, channel, jobs_pb2_grpc.JobServiceStub(channel))
     finally:
         await server.stop(grace=0)
+
+
+@pytest.fixture
+async def jobwire(database_url: str) -> AsyncIterator[Running]:
+    async with running(await start_jobwire(database_url)) as service:
+        yield service

@@ -17,13 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobwire.server.api.jobs import SERVICE, JobApi
 from jobwire.server.api.registry import grpc_handler, rpcs_of
 from jobwire.server.api.transcoder import Transcoder
+from jobwire.server.api.workers import WORKER_SERVICE, WorkerApi
 from jobwire.server.clock import Clock, SystemClock
 from jobwire.server.config import Settings, split_addr
 from jobwire.server.service.admin import AdminService
 from jobwire.server.service.auth import Authenticator
+from jobwire.server.service.dispatch import Dispatcher, DispatchSettings
 from jobwire.server.service.events import CHANNELS, JobEvents
 from jobwire.server.service.jobs import JobService, JobSettings
-from jobwire.server.store import AdminStore, JobStore, Listener, create_engine, libpq_dsn
+from jobwire.server.store import AdminStore, JobStore, Listener, WorkerStore, create_engine, libpq_dsn
+from jobwire.server.store.database import JOB_QUEUED
 from jobwire.server.store.migrate import current_revision, head_revision, upgrade
 
 log = logging.getLogger("jobwire")
@@ -80,6 +83,7 @@ class JobwireServer:
         *,
         clock: Clock | None = None,
         job_settings: JobSettings | None = None,
+        dispatch_settings: DispatchSettings | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -88,10 +92,13 @@ class JobwireServer:
         self.events = JobEvents()
         self.admin = AdminService(AdminStore(self.engine), self.clock)
         self.auth = Authenticator(AdminStore(self.engine), self.clock)
-        self.jobs = JobService(JobStore(self.engine), self.events, self.clock, job_settings)
+        store, workers = JobStore(self.engine), WorkerStore(self.engine)
+        self.jobs = JobService(store, self.events, self.clock, job_settings, workers)
+        self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings)
         self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock))
+        self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth))
         self._listener = Listener(
-            libpq_dsn(database_url), CHANNELS, self.events.on_notify, self.events.on_gap
+            libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
         )
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
@@ -100,10 +107,19 @@ class JobwireServer:
         self.http_port = 0
         self.started = asyncio.Event()
 
+    def _on_notify(self, channel: str, payload: str) -> None:
+        self.events.on_notify(channel, payload)
+        self.dispatcher.on_notify(channel, payload)
+
+    def _on_gap(self) -> None:
+        self.events.on_gap()
+        self.dispatcher.on_gap()
+
     async def start(self) -> None:
         migrate = self.settings.migrate if self.settings.migrate is not None else False
         await ensure_migrated(self.engine, self.database_url, migrate)
         await self._listener.start()
+        await self.dispatcher.start()
         await self._start_grpc()
         await self._start_http()
         self.started.set()
@@ -111,15 +127,17 @@ class JobwireServer:
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        server.add_generic_rpc_handlers((grpc_handler(SERVICE, self.rpcs),))
+        server.add_generic_rpc_handlers(
+            (grpc_handler(SERVICE, self.rpcs), grpc_handler(WORKER_SERVICE, self.worker_rpcs))
+        )
         checks = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-        names = (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (SERVICE.full_name, WORKER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         host, port = split_addr(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         await server.start()
-        for name in ("", SERVICE.full_name):
+        for name in ("", SERVICE.full_name, WORKER_SERVICE.full_name):
             await checks.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._grpc = server
 
@@ -160,6 +178,7 @@ class JobwireServer:
                 await self.http_task
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        await self.dispatcher.stop()
         await self._listener.stop()
         await self.engine.dispose()
 

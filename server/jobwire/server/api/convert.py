@@ -6,6 +6,7 @@ from datetime import datetime
 
 from jobwire.server.model import Chunk, Job, JobCounts, JobStatus
 from jobwire.server.service.jobs import Submission
+from jobwire.server.store import WorkerCounts
 from jobwire.v1 import job_pb2, jobs_pb2
 
 _UINT32_MAX = 2**32 - 1
@@ -46,7 +47,7 @@ def job(view: Job, now: datetime) -> job_pb2.Job:
     return message
 
 
-def health(counts: JobCounts) -> jobs_pb2.HealthResponse:
+def health(counts: JobCounts, workers: WorkerCounts) -> jobs_pb2.HealthResponse:
     return jobs_pb2.HealthResponse(
         jobs=jobs_pb2.JobCounts(
             completed=counts.completed,
@@ -55,7 +56,9 @@ def health(counts: JobCounts) -> jobs_pb2.HealthResponse:
             in_queue=counts.in_queue,
             retried=counts.retried,
         ),
-        workers=jobs_pb2.WorkerCounts(),
+        workers=jobs_pb2.WorkerCounts(
+            idle=workers.idle, ready=workers.ready, running=workers.running, unhealthy=workers.unhealthy
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from jobwire.server.api import convert
@@ -110,4 +111,7 @@ class JobApi:
 
     async def health(self, request: jobs_pb2.HealthRequest, context: CallContext) -> jobs_pb2.HealthResponse:
         endpoint = await self._endpoint(context, request.endpoint_id)
-        return convert.health(await self._service.counts(endpoint))
+        counts, workers = await asyncio.gather(
+            self._service.counts(endpoint), self._service.worker_counts(endpoint)
+        )
+        return convert.health(counts, workers)

@@ -22,6 +22,7 @@ from jobwire.server.api.errors import abort_with
 from jobwire.server.errors import JobwireError
 
 UnaryBehaviour = Callable[[Any, CallContext], Awaitable[Message]]
+#: Server-streaming (request, context) and bidirectional (request iterator, context) behaviours alike.
 StreamBehaviour = Callable[[Any, CallContext], AsyncIterator[Message]]
 
 
@@ -91,7 +92,11 @@ def grpc_handler(service: ServiceDescriptor, rpcs: list[Rpc]) -> grpc.GenericRpc
     for rpc in rpcs:
         serialize = rpc.response_class.SerializeToString
         deserialize = rpc.request_class.FromString
-        if rpc.stream is not None:
+        if rpc.stream is not None and rpc.method.client_streaming:
+            handlers[rpc.method.name] = grpc.stream_stream_rpc_method_handler(
+                cast(Any, rpc.stream), request_deserializer=deserialize, response_serializer=serialize
+            )
+        elif rpc.stream is not None:
             handlers[rpc.method.name] = grpc.unary_stream_rpc_method_handler(
                 cast(Any, rpc.stream), request_deserializer=deserialize, response_serializer=serialize
             )

@@ -7,13 +7,14 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from jobwire.server.clock import Clock
 from jobwire.server.errors import InvalidArgument, InvalidState, NotFound, PayloadTooLarge
 from jobwire.server.model import Chunk, Endpoint, Job, JobCounts, JobStatus, NewJob, Priority
 from jobwire.server.service.events import JobEvents
-from jobwire.server.store import JobStore
+from jobwire.server.store import JobStore, WorkerCounts, WorkerStore
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -36,6 +37,8 @@ class JobSettings:
     max_stream_hold_ms: int = 90 * SECOND
     #: How often a waiter re-reads the store when no notification came (notifications are hints).
     fallback_poll_s: float = 5.0
+    #: A worker not heard of for this long counts as unhealthy in /health.
+    worker_stale_ms: int = 10 * SECOND
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,15 @@ def _check_range(name: str, value: int, bounds: tuple[int, int]) -> int:
 
 class JobService:
     def __init__(
-        self, store: JobStore, events: JobEvents, clock: Clock, settings: JobSettings | None = None
+        self,
+        store: JobStore,
+        events: JobEvents,
+        clock: Clock,
+        settings: JobSettings | None = None,
+        workers: WorkerStore | None = None,
     ) -> None:
         self._store = store
+        self._workers = workers
         self._events = events
         self._clock = clock
         self.settings = settings or JobSettings()
@@ -150,6 +159,12 @@ class JobService:
 
     async def counts(self, endpoint: Endpoint) -> JobCounts:
         return await self._store.count_jobs(endpoint.name, self._clock.now())
+
+    async def worker_counts(self, endpoint: Endpoint) -> WorkerCounts:
+        if self._workers is None:
+            return WorkerCounts()
+        stale_before = self._clock.now() - timedelta(milliseconds=self.settings.worker_stale_ms)
+        return await self._workers.count(endpoint.name, stale_before)
 
     async def read_stream(
         self, endpoint: Endpoint, job_id: str, hold_ms: int | None

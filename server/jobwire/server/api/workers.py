@@ -1,0 +1,136 @@
+"""The WorkerService servicer: one bidirectional stream per worker, translated to dispatcher calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from jobwire.server.api.context import CallContext, metadata_value
+from jobwire.server.errors import InvalidArgument, Unavailable
+from jobwire.server.model import Role
+from jobwire.server.service.auth import Authenticator
+from jobwire.server.service.dispatch import (
+    AssignJob,
+    CloseSession,
+    Dispatcher,
+    Outbound,
+    StopJob,
+    WorkerSession,
+)
+from jobwire.v1 import worker_pb2
+
+WORKER_SERVICE = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"]
+
+
+def _assign(event: AssignJob) -> worker_pb2.ConnectResponse:
+    claimed = event.claimed
+    return worker_pb2.ConnectResponse(
+        assign=worker_pb2.Assign(
+            job_id=claimed.job.id,
+            attempt=claimed.job.attempt,
+            input=claimed.input,
+            s3_config=claimed.s3_config or b"",
+            webhook=claimed.webhook or "",
+            execution_timeout_ms=claimed.execution_timeout_ms,
+        )
+    )
+
+
+def _accelerators(hello: worker_pb2.Hello) -> str:
+    return json.dumps(
+        [{"name": a.name, "uuid": a.uuid, "memoryBytes": a.memory_bytes} for a in hello.accelerators]
+    )
+
+
+class WorkerApi:
+    def __init__(self, dispatcher: Dispatcher, auth: Authenticator) -> None:
+        self._dispatcher = dispatcher
+        self._auth = auth
+
+    async def connect(
+        self, requests: AsyncIterator[worker_pb2.ConnectRequest], context: CallContext
+    ) -> AsyncIterator[worker_pb2.ConnectResponse]:
+        first = await anext(aiter(requests), None)
+        if first is None or not first.HasField("hello"):
+            raise InvalidArgument("the first message on a worker stream must be Hello")
+        hello = first.hello
+        if not hello.worker_id or hello.slots < 1:
+            raise InvalidArgument("Hello needs a worker_id and at least one slot")
+        endpoint = await self._auth.authorize(
+            metadata_value(context, "authorization"), hello.endpoint_id, Role.WORKER
+        )
+        outbox: asyncio.Queue[Outbound] = asyncio.Queue()
+        session = WorkerSession(
+            worker_id=hello.worker_id,
+            endpoint=endpoint.name,
+            slots=hello.slots,
+            kind="grpc",
+            send=outbox.put_nowait,
+            sdk_version=hello.sdk_version,
+            accelerators=_accelerators(hello),
+        )
+        settings = self._dispatcher.settings
+        yield worker_pb2.ConnectResponse(
+            welcome=worker_pb2.Welcome(
+                session_id=session.session_id,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                lease_ms=settings.lease_ms,
+                max_message_bytes=settings.max_message_bytes,
+                max_chunk_bytes=settings.max_chunk_bytes,
+            )
+        )
+        await self._dispatcher.attach(session)
+        reader = asyncio.create_task(self._read(requests, session), name=f"worker-{hello.worker_id}")
+        try:
+            async for message in self._outgoing(outbox, reader):
+                yield message
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            # Shielded: the stream may end by cancellation, and the jobs must still be released.
+            await asyncio.shield(self._dispatcher.detach(session))
+
+    async def _outgoing(
+        self, outbox: asyncio.Queue[Outbound], reader: asyncio.Task[None]
+    ) -> AsyncIterator[worker_pb2.ConnectResponse]:
+        while True:
+            getting = asyncio.ensure_future(outbox.get())
+            await asyncio.wait({getting, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                reader.result()  # the worker's side ended: raise its error, if any
+                return
+            event = getting.result()
+            if isinstance(event, AssignJob):
+                yield _assign(event)
+            elif isinstance(event, StopJob):
+                stop = worker_pb2.CancelJob(
+                    job_id=event.job_id, attempt=event.attempt, reason=str(event.reason)
+                )
+                yield worker_pb2.ConnectResponse(cancel=stop)
+            elif isinstance(event, CloseSession):
+                raise Unavailable(f"session closed by the server: {event.reason}")
+
+    async def _read(self, requests: AsyncIterator[worker_pb2.ConnectRequest], session: WorkerSession) -> None:
+        dispatcher = self._dispatcher
+        async for message in requests:
+            dispatcher.heard_from(session)
+            kind = message.WhichOneof("message")
+            if kind == "heartbeat":
+                if message.heartbeat.draining:
+                    dispatcher.set_draining(session)
+            elif kind == "credit":
+                dispatcher.add_credit(session, message.credit.slots)
+            elif kind == "progress":
+                p = message.progress
+                await dispatcher.report_progress(p.job_id, p.attempt, p.output)
+            elif kind == "chunk":
+                c = message.chunk
+                await dispatcher.report_chunk(c.job_id, c.attempt, c.seq, c.output)
+            elif kind == "result":
+                r = message.result
+                error = r.error if r.HasField("error") else None
+                await dispatcher.report_result(session, r.job_id, r.attempt, r.output or None, error)

@@ -1,0 +1,339 @@
+"""Push dispatch: hands queued jobs to connected workers with free slots, keeps their leases alive, and
+tells them when a job they run has ended without them (cancelled, timed out).
+
+Every replica dispatches for the workers connected to it, claiming straight from Postgres (`FOR UPDATE
+SKIP LOCKED`), so replicas never need to route assignments to each other. What crosses replicas goes
+through NOTIFY: "an endpoint has queued jobs" wakes every replica's dispatcher, and "a job ended" lets the
+replica that holds the job's worker push the stop.
+
+A session is one connected worker: a gRPC stream, or a Runpod worker polling over HTTP. The session
+owns how messages reach the worker (`send`); the dispatcher owns credits, claims and leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from jobwire.server.clock import Clock
+from jobwire.server.errors import Unavailable
+from jobwire.server.model import JobStatus
+from jobwire.server.store import ClaimedJob, JobStore, WorkerPresence, WorkerRow, WorkerStore
+from jobwire.server.store.database import JOB_ENDED, JOB_QUEUED
+
+log = logging.getLogger("jobwire.dispatch")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    heartbeat_interval_ms: int = 2_000
+    #: A worker silent this long is dropped and its jobs requeued; a job's lease lasts this long past the
+    #: last tick of its replica, so a dead replica's jobs are requeued by the others within about this.
+    lease_ms: int = 8_000
+    #: How often an endpoint with idle workers looks at the queue when no notification came.
+    poll_interval_s: float = 1.0
+    #: How often execution timeouts and expired leases are swept.
+    sweep_interval_s: float = 1.0
+    max_chunk_bytes: int = 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AssignJob:
+    claimed: ClaimedJob
+
+
+@dataclass(frozen=True)
+class StopJob:
+    job_id: str
+    attempt: int
+    #: CANCELLED or TIMED_OUT (or FAILED, COMPLETED: the job ended some other way).
+    reason: JobStatus
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    """The server drops the session (the worker went silent)."""
+
+    reason: str
+
+
+Outbound = AssignJob | StopJob | CloseSession
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    worker_id: str
+    endpoint: str
+    slots: int
+    kind: str
+    send: Callable[[Outbound], None]
+    sdk_version: str = ""
+    accelerators: str = "[]"
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    credits: int = 0
+    draining: bool = False
+    closed: bool = False
+    #: job id -> attempt, for the attempts this worker runs.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    #: Jobs whose result this session is storing right now (their JOB_ENDED is not a stop).
+    reporting: set[str] = field(default_factory=set)
+    last_seen: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.credits = self.slots
+
+
+class Dispatcher:
+    def __init__(
+        self, jobs: JobStore, workers: WorkerStore, clock: Clock, settings: DispatchSettings | None = None
+    ) -> None:
+        self._jobs = jobs
+        self._workers = workers
+        self._clock = clock
+        self.settings = settings or DispatchSettings()
+        self._by_endpoint: dict[str, deque[WorkerSession]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._holding: dict[str, WorkerSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._sweeps = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._background = [
+            asyncio.create_task(
+                self._every(self.settings.heartbeat_interval_ms / 1000, self._tick), name="leases"
+            ),
+            asyncio.create_task(self._every(self.settings.sweep_interval_s, self._sweep), name="sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._background, *self._loops.values(), *self._tasks]:
+            task.cancel()
+        for task in [*self._background, *self._loops.values(), *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @property
+    def sessions(self) -> list[WorkerSession]:
+        return [s for sessions in self._by_endpoint.values() for s in sessions]
+
+    # --- sessions ----------------------------------------------------------------------------------
+
+    async def attach(self, session: WorkerSession) -> None:
+        session.last_seen = self._clock.now()
+        row = WorkerRow(
+            session.worker_id, session.endpoint, session.session_id, session.kind, session.slots,
+            session.sdk_version, session.accelerators,
+        )  # fmt: skip
+        await self._workers.register(row, self._clock.now())
+        self._by_endpoint.setdefault(session.endpoint, deque()).append(session)
+        if session.endpoint not in self._loops:
+            self._wake[session.endpoint] = asyncio.Event()
+            self._loops[session.endpoint] = asyncio.create_task(
+                self._endpoint_loop(session.endpoint), name=f"dispatch-{session.endpoint}"
+            )
+        self.wake(session.endpoint)
+
+    async def detach(self, session: WorkerSession, reason: str = "the worker disconnected") -> None:
+        """Forgets the session and gives its running attempts back to the queue (or fails them)."""
+        if session.closed:
+            return
+        session.closed = True
+        sessions = self._by_endpoint.get(session.endpoint)
+        if sessions is not None and session in sessions:
+            sessions.remove(session)
+        attempts = list(session.in_flight.items())
+        for job_id, _ in attempts:
+            self._holding.pop(job_id, None)
+        session.in_flight.clear()
+        try:
+            released = await self._retrying(
+                lambda: self._jobs.release_attempts(attempts, reason, self._clock.now())
+            )
+            if released:
+                log.info("worker %s left; released %s", session.worker_id, released)
+            await self._workers.remove(session.worker_id, session.session_id)
+        except Unavailable:
+            log.warning(
+                "could not release the jobs of worker %s; their leases will expire", session.worker_id
+            )
+
+    def heard_from(self, session: WorkerSession) -> None:
+        session.last_seen = self._clock.now()
+
+    def add_credit(self, session: WorkerSession, slots: int) -> None:
+        session.credits = min(session.slots, session.credits + slots)
+        self.wake(session.endpoint)
+
+    def set_draining(self, session: WorkerSession) -> None:
+        session.draining = True
+
+    # --- reports -----------------------------------------------------------------------------------
+
+    async def report_result(
+        self, session: WorkerSession, job_id: str, attempt: int, output: bytes | None, error: str | None
+    ) -> bool:
+        """Ends the attempt; False when it was no longer the job's running attempt (a late report)."""
+        status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
+        session.reporting.add(job_id)
+        try:
+            stored = await self._retrying(
+                lambda: self._jobs.finish_job(job_id, attempt, status, output, error, self._clock.now())
+            )
+        finally:
+            session.reporting.discard(job_id)
+        if session.in_flight.get(job_id) == attempt:
+            del session.in_flight[job_id]
+            self._holding.pop(job_id, None)
+        return stored
+
+    async def report_progress(self, job_id: str, attempt: int, output: bytes) -> bool:
+        return await self._retrying(lambda: self._jobs.set_progress(job_id, attempt, output))
+
+    async def report_chunk(self, job_id: str, attempt: int, seq: int, output: bytes) -> bool:
+        return await self._retrying(
+            lambda: self._jobs.append_chunk(job_id, attempt, seq, output, self._clock.now())
+        )
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+        """Store calls of a worker's report ride out a short database outage instead of losing the report."""
+        delay = 0.1
+        for _ in range(attempts - 1):
+            try:
+                return await call()
+            except Unavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return await call()
+
+    # --- notifications -----------------------------------------------------------------------------
+
+    def wake(self, endpoint: str) -> None:
+        event = self._wake.get(endpoint)
+        if event is not None:
+            event.set()
+
+    def on_notify(self, channel: str, payload: str) -> None:
+        if channel == JOB_QUEUED:
+            self.wake(payload)
+        elif channel == JOB_ENDED:
+            session = self._holding.get(payload)
+            if session is not None and payload not in session.reporting:
+                self._spawn(self._stop_job(session, payload))
+
+    def on_gap(self) -> None:
+        for endpoint in self._wake:
+            self.wake(endpoint)
+
+    async def _stop_job(self, session: WorkerSession, job_id: str) -> None:
+        status = await self._jobs.job_status(job_id)
+        attempt = session.in_flight.get(job_id)
+        if attempt is None or (status is not None and not status.is_terminal):
+            return
+        # The job no longer needs this attempt. The slot comes back when the worker says so (Credit).
+        del session.in_flight[job_id]
+        self._holding.pop(job_id, None)
+        session.send(StopJob(job_id, attempt, status or JobStatus.CANCELLED))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- dispatch ----------------------------------------------------------------------------------
+
+    async def _endpoint_loop(self, endpoint: str) -> None:
+        wake = self._wake[endpoint]
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.settings.poll_interval_s)
+            wake.clear()
+            try:
+                await self._dispatch(endpoint)
+            except Unavailable:
+                log.warning("cannot claim jobs for %s: the database is unavailable", endpoint)
+            except Exception:
+                log.exception("dispatch for %s failed", endpoint)
+
+    async def _dispatch(self, endpoint: str) -> None:
+        """Fills free slots, one claim per worker, rotating so that load spreads over workers."""
+        sessions = self._by_endpoint.get(endpoint, deque())
+        for _ in range(len(sessions)):
+            if not sessions:
+                return
+            session = sessions[0]
+            sessions.rotate(-1)
+            wanted = session.credits
+            if session.closed or session.draining or wanted <= 0:
+                continue
+            now = self._clock.now()
+            lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
+            claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
+            self._hand_over(session, claimed)
+            if len(claimed) < wanted:
+                return  # the queue is empty
+
+    def _hand_over(self, session: WorkerSession, claimed: list[ClaimedJob]) -> None:
+        for job in claimed:
+            session.credits -= 1
+            session.in_flight[job.job.id] = job.job.attempt
+            self._holding[job.job.id] = session
+            session.send(AssignJob(job))
+        if session.closed and claimed:
+            # The worker left while the claim ran: give the jobs straight back.
+            self._spawn(self.detach_late(session, [(c.job.id, c.job.attempt) for c in claimed]))
+
+    async def detach_late(self, session: WorkerSession, attempts: list[tuple[str, int]]) -> None:
+        for job_id, _ in attempts:
+            session.in_flight.pop(job_id, None)
+            self._holding.pop(job_id, None)
+        await self._jobs.release_attempts(attempts, "the worker disconnected", self._clock.now())
+
+    # --- periodic work -----------------------------------------------------------------------------
+
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except Unavailable:
+                log.warning("%s skipped: the database is unavailable", work.__name__)
+            except Exception:
+                log.exception("%s failed", work.__name__)
+
+    async def _tick(self) -> None:
+        """Drops silent workers, extends the leases of the live ones, and records presence: one statement
+        each for all the workers of this replica."""
+        silent_before = self._clock.now() - timedelta(milliseconds=self.settings.lease_ms)
+        for session in self.sessions:
+            if session.last_seen is not None and session.last_seen < silent_before:
+                session.send(CloseSession("no heartbeat"))
+                await self.detach(session, "the worker stopped sending heartbeats")
+        live = self.sessions
+        now = self._clock.now()
+        busy = sorted({s.worker_id for s in live if s.in_flight})
+        await self._jobs.extend_leases(busy, now + timedelta(milliseconds=self.settings.lease_ms))
+        presences = [WorkerPresence(s.worker_id, s.session_id, len(s.in_flight), s.draining) for s in live]
+        await self._workers.touch(presences, now)
+
+    async def _sweep(self) -> None:
+        now = self._clock.now()
+        timed_out = await self._jobs.time_out_jobs(now)
+        rescued = await self._jobs.rescue_expired_leases(now)
+        if timed_out or rescued:
+            log.info("timed out %s; rescued %s", timed_out, rescued)
+        self._sweeps += 1
+        if self._sweeps % 60 == 0:
+            await self._workers.prune(now - timedelta(minutes=5))

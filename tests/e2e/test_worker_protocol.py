@@ -1,0 +1,264 @@
+"""The server's side of WorkerService.Connect, driven message by message over a real gRPC channel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from jobwire.server.clock import ManualClock
+from jobwire.server.service.dispatch import DispatchSettings
+from jobwire.v1 import worker_pb2
+from server_fixtures import ENDPOINT, Running, create_keys, running, start_jobwire
+from worker_fixtures import RawWorker
+
+# No fallback polling: a job can reach an idle worker only through LISTEN/NOTIFY, so these tests show
+# that the wake-up path works rather than that a poll eventually found the job.
+NO_POLL = DispatchSettings(poll_interval_s=3600, heartbeat_interval_ms=20, sweep_interval_s=0.02)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def service(database_url: str, clock: ManualClock) -> AsyncIterator[Running]:
+    server = await start_jobwire(database_url, clock=clock, dispatch_settings=NO_POLL)
+    async with running(server) as service:
+        yield service
+
+
+def worker(service: Running, worker_id: str = "w1", slots: int = 1, key: str = "worker") -> RawWorker:
+    return RawWorker(service.channel, service.keys[key], ENDPOINT, worker_id, slots)
+
+
+async def submit(service: Running, body: object | None = None) -> str:
+    payload = {"input": {"n": 1}} if body is None else body
+    response = await service.http.post(f"/v2/{ENDPOINT}/run", json=payload, headers=service.headers())
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+async def status(service: Running, job_id: str) -> dict[str, object]:
+    response = await service.http.get(f"/v2/{ENDPOINT}/status/{job_id}", headers=service.headers())
+    return dict(response.json())
+
+
+async def until(service: Running, job_id: str, expected: str) -> dict[str, object]:
+    """Polls /status until the job reaches `expected` (the test's own wait, not the server's)."""
+    while (view := await status(service, job_id))["status"] != expected:
+        await asyncio.sleep(0.01)
+    return view
+
+
+async def test_welcome_then_an_idle_worker_gets_a_new_job_pushed(service: Running) -> None:
+    w = worker(service)
+    welcome = await w.start()
+    assert (
+        welcome.session_id and welcome.heartbeat_interval_ms == 20 and welcome.max_chunk_bytes == 1024 * 1024
+    )
+    job_id = await submit(service, {"input": {"big": 12345678901234567890}, "s3Config": {"accessId": "a"}})
+    assign = await w.assignment()
+    assert (assign.job_id, assign.attempt) == (job_id, 1)
+    assert json.loads(assign.input) == {"big": 12345678901234567890}
+    assert json.loads(assign.s3_config) == {"accessId": "a"}
+    assert assign.execution_timeout_ms == 600_000
+    view = await status(service, job_id)
+    assert view["status"] == "IN_PROGRESS" and view["workerId"] == "w1"
+    w.result(assign, b'{"sum": 3}')
+    done = await until(service, job_id, "COMPLETED")
+    assert done["output"] == {"sum": 3} and isinstance(done["executionTime"], int)
+    w.close()
+
+
+async def test_a_worker_never_holds_more_jobs_than_its_slots(service: Running) -> None:
+    first, second, third = [await submit(service) for _ in range(3)]
+    w = worker(service, slots=2)
+    await w.start()
+    got = {(await w.assignment()).job_id, (await w.assignment()).job_id}
+    assert got == {first, second}
+    # A third assignment may only follow a credit.
+    nothing = asyncio.ensure_future(w.read())
+    await asyncio.sleep(0.1)
+    assert not nothing.done()
+    w.send(credit=worker_pb2.Credit(slots=1))
+    message = await nothing
+    assert message.assign.job_id == third
+    w.close()
+
+
+async def test_normal_jobs_go_before_low_priority_ones(service: Running) -> None:
+    low = await submit(service, {"input": 1, "policy": {"lowPriority": True}})
+    normal = await submit(service, {"input": 2})
+    w = worker(service)
+    await w.start()
+    first = await w.assignment()
+    assert first.job_id == normal
+    w.result(first, b"2")
+    assert (await w.assignment()).job_id == low
+    w.close()
+
+
+async def test_cancel_reaches_the_worker_and_its_late_result_is_ignored(service: Running) -> None:
+    w = worker(service)
+    await w.start()
+    job_id = await submit(service)
+    assign = await w.assignment()
+    response = await service.http.post(f"/v2/{ENDPOINT}/cancel/{job_id}", headers=service.headers())
+    assert response.json()["status"] == "CANCELLED"
+    stop = (await w.read()).cancel
+    assert (stop.job_id, stop.attempt, stop.reason) == (job_id, 1, "CANCELLED")
+    w.result(assign, b'"too late"')
+    # The credit that followed the late result frees the slot: the next job comes, the cancelled stays so.
+    nxt = await submit(service)
+    assert (await w.assignment()).job_id == nxt
+    assert (await status(service, job_id)) == {
+        "id": job_id,
+        "status": "CANCELLED",
+        "delayTime": 0,
+        "executionTime": 0,
+        "workerId": "w1",
+    }
+    w.close()
+
+
+async def test_execution_timeout_ends_the_job_and_stops_the_worker(
+    service: Running, clock: ManualClock
+) -> None:
+    w = worker(service)
+    await w.start()
+    job_id = await submit(service, {"input": 1, "policy": {"executionTimeout": 5000}})
+    await w.assignment()
+    clock.advance(seconds=6)
+    stop = (await w.read()).cancel
+    assert (stop.job_id, stop.reason) == (job_id, "TIMED_OUT")
+    view = await status(service, job_id)
+    assert view["status"] == "TIMED_OUT" and "5000 ms" in str(view["error"])
+    w.close()
+
+
+async def test_a_broken_stream_gives_its_job_to_another_worker(service: Running) -> None:
+    a = worker(service, "a")
+    await a.start()
+    job_id = await submit(service)
+    first = await a.assignment()
+    b = worker(service, "b")
+    await b.start()
+    a.abort()
+    second = await b.assignment()
+    assert (second.job_id, second.attempt) == (job_id, 2)
+    b.result(second, b'"b did it"')
+    assert (await until(service, job_id, "COMPLETED"))["output"] == "b did it"
+    assert first.attempt == 1
+    b.close()
+
+
+async def test_a_silent_worker_is_dropped_and_its_job_requeued(service: Running, clock: ManualClock) -> None:
+    silent = worker(service, "silent")
+    await silent.start()
+    job_id = await submit(service)
+    await silent.assignment()
+    clock.advance(seconds=9)  # past the lease (8 s) with no message from the worker
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await silent.read()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    await until(service, job_id, "IN_QUEUE")
+
+
+async def test_progress_shows_as_output_while_running(service: Running) -> None:
+    w = worker(service)
+    await w.start()
+    job_id = await submit(service)
+    assign = await w.assignment()
+    w.send(progress=worker_pb2.Progress(job_id=job_id, attempt=assign.attempt, output=b'{"pct": 40}'))
+    while (await status(service, job_id)).get("output") != {"pct": 40}:
+        await asyncio.sleep(0.01)
+    w.result(assign, b'{"pct": 100}')
+    assert (await until(service, job_id, "COMPLETED"))["output"] == {"pct": 100}
+    w.close()
+
+
+async def test_streamed_chunks_reach_rest_readers_in_order(service: Running) -> None:
+    w = worker(service)
+    await w.start()
+    job_id = await submit(service)
+    assign = await w.assignment()
+    for seq, token in enumerate(["he", "llo"], start=1):
+        chunk = worker_pb2.OutputChunk(
+            job_id=job_id, attempt=assign.attempt, seq=seq, output=json.dumps(token).encode()
+        )
+        w.send(chunk=chunk)
+    w.result(assign, b'["he", "llo"]')
+    await until(service, job_id, "COMPLETED")
+    read = await service.http.get(f"/v2/{ENDPOINT}/stream/{job_id}", headers=service.headers())
+    assert read.json()["stream"] == [{"output": "he"}, {"output": "llo"}]
+    w.close()
+
+
+async def test_a_draining_worker_gets_no_new_job(service: Running) -> None:
+    w = worker(service, slots=2)
+    await w.start()
+    w.send(heartbeat=worker_pb2.Heartbeat(draining=True))
+    while not any(s.draining for s in service.server.dispatcher.sessions):
+        await asyncio.sleep(0.01)
+    # A second worker proves the job was dispatchable: it takes it.
+    other = worker(service, "other")
+    await other.start()
+    job_id = await submit(service)
+    assert (await other.assignment()).job_id == job_id
+    w.close()
+    other.close()
+
+
+async def test_health_counts_connected_workers(service: Running) -> None:
+    w = worker(service, slots=1)
+    await w.start()
+    health = (await service.http.get(f"/v2/{ENDPOINT}/health", headers=service.headers())).json()
+    assert health["workers"]["idle"] == 1 and health["workers"]["running"] == 0
+    await submit(service)
+    await w.assignment()
+    while (await service.http.get(f"/v2/{ENDPOINT}/health", headers=service.headers())).json()["workers"][
+        "running"
+    ] != 1:
+        await asyncio.sleep(0.01)
+    w.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [("client", grpc.StatusCode.PERMISSION_DENIED), ("other", grpc.StatusCode.PERMISSION_DENIED)],
+)
+async def test_only_worker_keys_of_the_endpoint_may_connect(
+    service: Running, key: str, code: grpc.StatusCode
+) -> None:
+    w = worker(service, key=key)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await w.start()
+    assert raised.value.code() == code
+
+
+async def test_two_replicas_on_one_database_behave_as_one(database_url: str) -> None:
+    a = await start_jobwire(database_url, dispatch_settings=NO_POLL)
+    keys = await create_keys(a)
+    b = await start_jobwire(database_url, dispatch_settings=NO_POLL)
+    async with running(a, keys) as on_a, running(b, keys) as on_b:
+        w = worker(on_b)  # the worker is connected to replica B
+        await w.start()
+        # Submitted on A, dispatched by B.
+        sync_call = asyncio.ensure_future(
+            on_a.http.post(f"/v2/{ENDPOINT}/runsync", json={"input": 1}, headers=on_a.headers())
+        )
+        assign = await w.assignment()
+        w.result(assign, b'"from b"')
+        body = (await sync_call).json()
+        assert body["status"] == "COMPLETED" and body["output"] == "from b"
+        # Cancelled on A, stopped on the worker at B.
+        job_id = await submit(on_a)
+        assign = await w.assignment()
+        await on_a.http.post(f"/v2/{ENDPOINT}/cancel/{job_id}", headers=on_a.headers())
+        assert (await w.read()).cancel.job_id == job_id
+        w.close()
