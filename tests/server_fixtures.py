@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 
 from jobwire.server.app import GRPC_OPTIONS, JobwireServer
-from jobwire.server.clock import Clock
 from jobwire.server.config import Settings
 from jobwire.server.model import Role
-from jobwire.server.service.dispatch import DispatchSettings
 from jobwire.server.service.jobs import JobSettings
 from jobwire.v1 import jobs_pb2_grpc
 
@@ -40,16 +39,11 @@ class Running:
 
 
 async def start_jobwire(
-    database_url: str,
-    job_settings: JobSettings | None = None,
-    *,
-    clock: Clock | None = None,
-    dispatch_settings: DispatchSettings | None = None,
+    database_url: str, job_settings: JobSettings | None = None, **options: Any
 ) -> JobwireServer:
+    """A started server on ports chosen by the OS; `options` go to JobwireServer (clock, settings...)."""
     settings = Settings(http_addr="127.0.0.1:0", grpc_addr="127.0.0.1:0", migrate=False)
-    server = JobwireServer(
-        settings, database_url, clock=clock, job_settings=job_settings, dispatch_settings=dispatch_settings
-    )
+    server = JobwireServer(settings, database_url, job_settings=job_settings, **options)
     await server.start()
     return server
 

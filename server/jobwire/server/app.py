@@ -13,9 +13,11 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.routing import Mount, Router
 
 from jobwire.server.api.jobs import SERVICE, JobApi
 from jobwire.server.api.registry import grpc_handler, rpcs_of
+from jobwire.server.api.runpod_worker import RunpodWorkerRoutes
 from jobwire.server.api.transcoder import Transcoder
 from jobwire.server.api.workers import WORKER_SERVICE, WorkerApi
 from jobwire.server.clock import Clock, SystemClock
@@ -24,6 +26,7 @@ from jobwire.server.service.admin import AdminService
 from jobwire.server.service.auth import Authenticator
 from jobwire.server.service.dispatch import Dispatcher, DispatchSettings
 from jobwire.server.service.events import CHANNELS, JobEvents
+from jobwire.server.service.http_workers import HttpWorkers, HttpWorkerSettings
 from jobwire.server.service.jobs import JobService, JobSettings
 from jobwire.server.store import AdminStore, JobStore, Listener, WorkerStore, create_engine, libpq_dsn
 from jobwire.server.store.database import JOB_QUEUED
@@ -84,6 +87,7 @@ class JobwireServer:
         clock: Clock | None = None,
         job_settings: JobSettings | None = None,
         dispatch_settings: DispatchSettings | None = None,
+        http_worker_settings: HttpWorkerSettings | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -97,6 +101,7 @@ class JobwireServer:
         self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings)
         self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock))
         self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth))
+        self.http_workers = HttpWorkers(self.dispatcher, store, http_worker_settings)
         self._listener = Listener(
             libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
         )
@@ -144,8 +149,11 @@ class JobwireServer:
     async def _start_http(self) -> None:
         sock = _listening_socket(self.settings.http_addr)
         self.http_port = sock.getsockname()[1]
+        # Runpod's worker routes first; everything else is the transcoded client API.
+        routes = RunpodWorkerRoutes(self.http_workers, self.auth).routes()
+        app = Router(routes=[*routes, Mount("/", app=Transcoder(self.rpcs))])
         config = uvicorn.Config(
-            Transcoder(self.rpcs),
+            app,
             loop="none",
             lifespan="off",
             access_log=False,

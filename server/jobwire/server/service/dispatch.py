@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from jobwire.server.clock import Clock
@@ -87,9 +89,36 @@ class WorkerSession:
     #: Jobs whose result this session is storing right now (their JOB_ENDED is not a stop).
     reporting: set[str] = field(default_factory=set)
     last_seen: datetime | None = None
+    #: Requests of this worker held open right now (Runpod HTTP workers long-poll); such a worker is alive.
+    open_polls: int = 0
+    #: How long this worker may stay silent; None: the dispatcher's lease.
+    silence_ms: int | None = None
 
     def __post_init__(self) -> None:
         self.credits = self.slots
+
+
+def split_json_string(raw: bytes, limit: int) -> list[bytes]:
+    """A JSON string longer than `limit` bytes as several JSON strings of at most `limit` bytes (Runpod:
+    "larger outputs will be split across multiple chunks"); any other document as it is."""
+    if len(raw) <= limit or not raw.startswith(b'"'):
+        return [raw]
+    text = json.loads(raw)
+    if not isinstance(text, str):
+        return [raw]
+    pieces: list[bytes] = []
+    current: list[str] = []
+    size = 2  # the quotes
+    for char in text:
+        encoded = json.dumps(char, ensure_ascii=False)[1:-1]
+        width = len(encoded.encode())
+        if size + width > limit and current:
+            pieces.append(json.dumps("".join(current), ensure_ascii=False).encode())
+            current, size = [], 2
+        current.append(char)
+        size += width
+    pieces.append(json.dumps("".join(current), ensure_ascii=False).encode())
+    return pieces
 
 
 class Dispatcher:
@@ -202,10 +231,17 @@ class Dispatcher:
     async def report_progress(self, job_id: str, attempt: int, output: bytes) -> bool:
         return await self._retrying(lambda: self._jobs.set_progress(job_id, attempt, output))
 
-    async def report_chunk(self, job_id: str, attempt: int, seq: int, output: bytes) -> bool:
-        return await self._retrying(
-            lambda: self._jobs.append_chunk(job_id, attempt, seq, output, self._clock.now())
-        )
+    async def report_chunk(self, job_id: str, attempt: int, seq: int | None, output: bytes) -> bool:
+        """Stores one chunk. Workers that number their chunks (the jobwire SDK) split them themselves;
+        for the others (`seq` None: Runpod's HTTP workers) a JSON string over the chunk limit is split
+        here and numbered after the attempt's last stored chunk."""
+        now = self._clock.now()
+        if seq is not None:
+            return await self._retrying(lambda: self._jobs.append_chunk(job_id, attempt, seq, output, now))
+        stored = True
+        for piece in split_json_string(output, self.settings.max_chunk_bytes):
+            stored = await self._retrying(partial(self._jobs.append_chunk, job_id, attempt, None, piece, now))
+        return stored
 
     async def _retrying(self, call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
         """Store calls of a worker's report ride out a short database outage instead of losing the report."""
@@ -316,9 +352,14 @@ class Dispatcher:
     async def _tick(self) -> None:
         """Drops silent workers, extends the leases of the live ones, and records presence: one statement
         each for all the workers of this replica."""
-        silent_before = self._clock.now() - timedelta(milliseconds=self.settings.lease_ms)
+        now = self._clock.now()
         for session in self.sessions:
-            if session.last_seen is not None and session.last_seen < silent_before:
+            silent_before = now - timedelta(milliseconds=session.silence_ms or self.settings.lease_ms)
+            if (
+                session.open_polls == 0
+                and session.last_seen is not None
+                and session.last_seen < silent_before
+            ):
                 session.send(CloseSession("no heartbeat"))
                 await self.detach(session, "the worker stopped sending heartbeats")
         live = self.sessions

@@ -151,7 +151,11 @@ APPEND_CHUNK = text(
         SELECT seq, id FROM jobs WHERE id = :id AND attempt = :attempt AND status = 'IN_PROGRESS'
     ), stored AS (
         INSERT INTO job_chunks (job_seq, seq, data, created_at)
-        SELECT running.seq, :seq, :data, :now FROM running
+        SELECT running.seq,
+               COALESCE(CAST(:seq AS integer),
+                        (SELECT COALESCE(max(c.seq), 0) + 1 FROM job_chunks c WHERE c.job_seq = running.seq)),
+               :data, :now
+        FROM running
         ON CONFLICT (job_seq, seq) DO NOTHING
         RETURNING job_seq
     )
@@ -248,6 +252,11 @@ RESCUE_EXPIRED = _release(
 )
 
 JOB_STATUS = text("SELECT status FROM jobs WHERE id = :id")
+
+RUNNING_ATTEMPT = text(
+    "SELECT attempt FROM jobs WHERE id = :id AND endpoint = :endpoint AND worker_id = :worker_id "
+    "AND status = 'IN_PROGRESS'"
+)
 
 CHUNKS_SINCE = text(
     f"""
@@ -388,8 +397,11 @@ class JobStore:
         )
         return row is not None
 
-    async def append_chunk(self, job_id: str, attempt: int, seq: int, data: bytes, now: datetime) -> bool:
-        """Stores chunk `seq` of a running attempt (idempotent); False when the attempt is not running."""
+    async def append_chunk(
+        self, job_id: str, attempt: int, seq: int | None, data: bytes, now: datetime
+    ) -> bool:
+        """Stores chunk `seq` of a running attempt (idempotent), or, with `seq` None, the next one; False
+        when the attempt is not running."""
         row = await self._one(APPEND_CHUNK, id=job_id, attempt=attempt, seq=seq, data=data, now=now)
         return row is not None
 
@@ -458,3 +470,8 @@ class JobStore:
     async def job_status(self, job_id: str) -> JobStatus | None:
         row = await self._one(JOB_STATUS, id=job_id)
         return None if row is None else JobStatus(row.status)
+
+    async def running_attempt(self, endpoint: str, job_id: str, worker_id: str) -> int | None:
+        """The attempt this worker runs of the job, if it runs one (for workers that do not send attempts)."""
+        row = await self._one(RUNNING_ATTEMPT, endpoint=endpoint, id=job_id, worker_id=worker_id)
+        return None if row is None else int(row.attempt)
