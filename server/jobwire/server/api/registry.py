@@ -7,8 +7,9 @@ descriptor pool, so no generated `*_pb2_grpc` servicer base is involved on the s
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from jobwire.server.errors import JobwireError
 
 UnaryBehaviour = Callable[[Any, CallContext], Awaitable[Message]]
 #: Server-streaming (request, context) and bidirectional (request iterator, context) behaviours alike.
-StreamBehaviour = Callable[[Any, CallContext], AsyncIterator[Message]]
+StreamBehaviour = Callable[[Any, CallContext], AsyncGenerator[Message, None]]
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,12 @@ def _unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
 
 
 def _stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-    async def call(request: Any, context: CallContext) -> AsyncIterator[Message]:
+    async def call(request: Any, context: CallContext) -> AsyncGenerator[Message, None]:
         try:
-            async for message in behaviour(request, context):
-                yield message
+            # aclosing: when the caller stops early (client gone), the servicer's cleanup runs at once.
+            async with contextlib.aclosing(behaviour(request, context)) as messages:
+                async for message in messages:
+                    yield message
         except JobwireError as exc:
             await abort_with(context, exc)
 
