@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from jobwire.server.model import JobStatus
 from jobwire.server.store import JobStore
+from jobwire.worker import Worker
 from server_fixtures import ENDPOINT, Running
 
 
@@ -62,3 +64,38 @@ async def test_a_wrong_key_raises_the_sdks_unauthorized_error(runpod: Any, jobwi
     ep = runpod.Endpoint(ENDPOINT, api_key="jw_not-a-key")
     with pytest.raises(RuntimeError, match="401 Unauthorized"):
         await asyncio.to_thread(ep.run, {"input": 1})
+
+
+async def handler(job: dict[str, Any]) -> AsyncIterator[object]:
+    """Streams the tokens it is given; with return_aggregate_stream the output is their list."""
+    for token in job["input"].get("tokens", []):
+        yield token
+    if "a" in job["input"]:
+        yield job["input"]["a"] + job["input"]["b"]
+
+
+@pytest.fixture
+async def sdk_worker(jobwire: Running) -> AsyncIterator[Worker]:
+    worker = Worker(
+        handler,
+        endpoint=ENDPOINT,
+        key=jobwire.keys["worker"],
+        server=jobwire.server.grpc_target,
+        return_aggregate_stream=True,
+    )
+    task = asyncio.create_task(worker.run())
+    yield worker
+    worker.drain()
+    await task
+
+
+async def test_run_sync_status_output_and_stream_with_a_worker(
+    runpod: Any, jobwire: Running, sdk_worker: Worker
+) -> None:
+    ep = endpoint(runpod, jobwire)
+    assert await asyncio.to_thread(ep.run_sync, {"input": {"a": 20, "b": 22}}, 30) == [42]
+    job = await asyncio.to_thread(ep.run, {"input": {"a": 1, "b": 2}})
+    assert await asyncio.to_thread(job.output, 30) == [3]
+    assert await asyncio.to_thread(job.status) == "COMPLETED"
+    streamed = await asyncio.to_thread(ep.run, {"input": {"tokens": ["he", "llo"]}})
+    assert await asyncio.to_thread(lambda: list(streamed.stream())) == ["he", "llo"]

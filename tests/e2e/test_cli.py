@@ -26,6 +26,11 @@ async def jobwire(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
     return process.returncode or 0, out.decode(), err.decode()
 
 
+async def test_worker_command_delegates_to_the_sdk() -> None:
+    code, out, _ = await jobwire("worker", "--help")
+    assert code == 0 and "MODULE:FUNCTION" in out and "--concurrency" in out
+
+
 async def test_migrate_then_manage_endpoints_and_keys(empty_database_url: str) -> None:
     db = ["--database-url", empty_database_url]
     code, _, err = await jobwire("endpoint", "create", "demo", *db)

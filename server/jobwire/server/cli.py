@@ -24,6 +24,8 @@ from jobwire.server.model import Role
 from jobwire.server.service.admin import AdminService
 from jobwire.server.store import AdminStore, create_engine
 from jobwire.server.store.migrate import upgrade
+from jobwire.worker import Worker
+from jobwire.worker.examples import echo
 
 app = typer.Typer(help="jobwire: a self-hosted job service with Runpod's queue API.", no_args_is_help=True)
 endpoint_app = typer.Typer(help="Manage endpoints.", no_args_is_help=True)
@@ -131,6 +133,7 @@ def dev(
             await ensure_migrated(server.engine, url, migrate=True)
             await server.admin.ensure_endpoint(endpoint)
             created = await server.admin.create_key(Role.CLIENT, endpoint)
+            worker_key = await server.admin.create_key(Role.WORKER, endpoint)
 
             async def announce() -> None:
                 await server.started.wait()
@@ -138,18 +141,36 @@ def dev(
                 out.print(f"  REST  {server.http_url}/v2/{endpoint}/run")
                 out.print(f"  gRPC  {server.grpc_target}  (jobwire.v1.JobService)")
                 out.print(f"  key   {created.secret}")
+                out.print(f"  worker  jobwire.worker.examples:echo is serving {endpoint}")
                 out.print(
                     f"try:  curl -s -H 'Authorization: Bearer {created.secret}' "
                     f'-d \'{{"input": {{"hello": "world"}}}}\' {server.http_url}/v2/{endpoint}/run'
                 )
 
-            announcing = asyncio.create_task(announce())
+            async def example_worker() -> None:
+                await server.started.wait()
+                example = Worker(echo, endpoint=endpoint, key=worker_key.secret, server=server.grpc_target)
+                await example.run()
+
+            tasks = [asyncio.create_task(announce()), asyncio.create_task(example_worker())]
             try:
                 await serve_until_signalled(server)
             finally:
-                announcing.cancel()
+                for task in tasks:
+                    task.cancel()
 
     _run(work)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def worker(context: typer.Context) -> None:
+    """Run a worker: MODULE:FUNCTION --endpoint NAME --server HOST:PORT --key KEY [--concurrency N]."""
+    from jobwire.worker.__main__ import main as worker_main
+
+    raise typer.Exit(worker_main(context.args, prog="jobwire worker"))
 
 
 @app.command()
