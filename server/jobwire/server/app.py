@@ -13,7 +13,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.routing import Mount, Router
+from starlette.routing import Mount, Route, Router
 
 from jobwire.server.api.jobs import SERVICE, JobApi
 from jobwire.server.api.registry import grpc_handler, rpcs_of
@@ -22,6 +22,7 @@ from jobwire.server.api.transcoder import Transcoder
 from jobwire.server.api.workers import WORKER_SERVICE, WorkerApi
 from jobwire.server.clock import Clock, SystemClock
 from jobwire.server.config import Settings, split_addr
+from jobwire.server.observability import Observability
 from jobwire.server.service.admin import AdminService
 from jobwire.server.service.auth import Authenticator
 from jobwire.server.service.dispatch import Dispatcher, DispatchSettings
@@ -31,6 +32,7 @@ from jobwire.server.service.jobs import JobService, JobSettings
 from jobwire.server.store import AdminStore, JobStore, Listener, WorkerStore, create_engine, libpq_dsn
 from jobwire.server.store.database import JOB_QUEUED
 from jobwire.server.store.migrate import current_revision, head_revision, upgrade
+from jobwire.server.store.stats import StatsStore
 
 log = logging.getLogger("jobwire")
 
@@ -68,7 +70,10 @@ async def ensure_migrated(engine: AsyncEngine, url: str, migrate: bool) -> None:
 def _listening_socket(addr: str) -> socket.socket:
     host, port = split_addr(addr)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP,
+    # and a response written as headers then body would otherwise wait ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -88,19 +93,25 @@ class JobwireServer:
         job_settings: JobSettings | None = None,
         dispatch_settings: DispatchSettings | None = None,
         http_worker_settings: HttpWorkerSettings | None = None,
+        observability: Observability | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
         self.clock = clock or SystemClock()
         self.engine = create_engine(database_url)
         self.events = JobEvents()
+        # Observability (issue 6): this server's metrics registry and tracer (traces only when configured).
+        self.observability = obs = observability or Observability.from_env()
         self.admin = AdminService(AdminStore(self.engine), self.clock)
         self.auth = Authenticator(AdminStore(self.engine), self.clock)
         store, workers = JobStore(self.engine), WorkerStore(self.engine)
         self.jobs = JobService(store, self.events, self.clock, job_settings, workers)
-        self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings)
-        self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock))
-        self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth))
+        self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings, obs.dispatch)
+        self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock), obs.rpc)
+        self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth), obs.rpc)
+        # Observability: the scrape-time gauges read the job figures from Postgres and the sessions here.
+        stats = StatsStore(self.engine)
+        obs.watch(lambda: stats.endpoint_stats(self.clock.now()), lambda: self.dispatcher.sessions)
         self.http_workers = HttpWorkers(self.dispatcher, store, http_worker_settings)
         self._listener = Listener(
             libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
@@ -151,6 +162,8 @@ class JobwireServer:
         self.http_port = sock.getsockname()[1]
         # Runpod's worker routes first; everything else is the transcoded client API.
         routes = RunpodWorkerRoutes(self.http_workers, self.auth).routes()
+        # Observability: Prometheus' scrape target, unauthenticated as scrapers expect.
+        routes.append(Route("/metrics", self.observability.metrics_endpoint, methods=["GET"]))
         app = Router(routes=[*routes, Mount("/", app=Transcoder(self.rpcs))])
         config = uvicorn.Config(
             app,
@@ -158,6 +171,9 @@ class JobwireServer:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            # Observability: uvicorn's records go to the root logger's handler (JSON with --log-json)
+            # instead of a text handler of its own.
+            log_config=None,
             timeout_graceful_shutdown=5,
         )
         self._http = uvicorn.Server(config)
@@ -189,6 +205,7 @@ class JobwireServer:
         await self.dispatcher.stop()
         await self._listener.stop()
         await self.engine.dispose()
+        self.observability.shutdown()  # flushes pending spans
 
     async def wait_closed(self) -> None:
         if self._grpc is not None:
