@@ -12,12 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_jobwire_is_one_namespace_over_gen_server_and_worker() -> None:
-    roots = {Path(p).parent.name for p in jobwire.__path__}
+    # An installed wheel (editable or not) may add one portion holding only the shipped migrations.
+    roots = {Path(p).parent.name for p in jobwire.__path__ if not p.endswith("site-packages/jobwire")}
     assert roots == {"gen", "server", "worker"}
-    for root in ("gen", "server", "worker"):
+    for portion in (Path(p) for p in jobwire.__path__ if p.endswith("site-packages/jobwire")):
+        assert {q.relative_to(portion).parts[:2] for q in portion.rglob("*") if q.is_file()} <= {
+            ("server", "_migrations")
+        }
+    # Other languages' stubs sit beside the Python ones in gen/; they hold no Python, so no import root.
+    others = {"gen": {"go", "openapi", "ts"}, "server": set(), "worker": set()}
+    for root, extra in others.items():
         assert not (ROOT / root / "jobwire" / "__init__.py").exists()
         # Nothing but jobwire/ at the top of a source root: anything else would become a top-level module.
-        assert {p.name for p in (ROOT / root).iterdir() if not p.name.startswith((".", "__"))} == {"jobwire"}
+        top = {p.name for p in (ROOT / root).iterdir() if not p.name.startswith((".", "__"))}
+        assert top == {"jobwire", *extra}
+        assert not [p for name in extra for p in (ROOT / root / name).rglob("*.py")]
 
 
 def test_the_worker_sdk_imports_nothing_of_the_server() -> None:

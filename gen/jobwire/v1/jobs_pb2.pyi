@@ -25,7 +25,12 @@ class RunRequest(_message.Message):
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
+    idempotency_key: _builtins.str
+    """A repeated submit with the same key returns the first job while it is retained, instead of a second
+    job. Over HTTP: the `Idempotency-Key` header.
+    """
     @_builtins.property
     def job(self) -> _job_pb2.JobSubmission: ...
     def __init__(
@@ -33,10 +38,11 @@ class RunRequest(_message.Message):
         *,
         endpoint_id: _builtins.str = ...,
         job: _job_pb2.JobSubmission | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "idempotency_key", b"idempotency_key", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -69,9 +75,12 @@ class RunSyncRequest(_message.Message):
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
     wait: _builtins.int
     """Milliseconds to wait for the job to end, 1000 to 300000. Default 90000."""
+    idempotency_key: _builtins.str
+    """As in RunRequest."""
     @_builtins.property
     def job(self) -> _job_pb2.JobSubmission: ...
     def __init__(
@@ -80,10 +89,11 @@ class RunSyncRequest(_message.Message):
         endpoint_id: _builtins.str = ...,
         job: _job_pb2.JobSubmission | None = ...,
         wait: _builtins.int | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_wait", b"_wait", "job", b"job", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_wait", b"_wait", "endpoint_id", b"endpoint_id", "job", b"job", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_wait", b"_wait", "endpoint_id", b"endpoint_id", "idempotency_key", b"idempotency_key", "job", b"job", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__wait: _TypeAlias = _typing.Literal["wait"]  # noqa: Y015
     _WhichOneofArgType__wait: _TypeAlias = _typing.Literal["_wait", b"_wait"]  # noqa: Y015
@@ -117,19 +127,25 @@ class StatusRequest(_message.Message):
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
     job_id: _builtins.str
+    ttl: _builtins.int
+    """Keep an ended job's result only this many more milliseconds (Runpod's `?ttl=`): shortens retention."""
     def __init__(
         self,
         *,
         endpoint_id: _builtins.str = ...,
         job_id: _builtins.str = ...,
+        ttl: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl", b"_ttl", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl", b"_ttl", "endpoint_id", b"endpoint_id", "job_id", b"job_id", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__ttl: _TypeAlias = _typing.Literal["ttl"]  # noqa: Y015
+    _WhichOneofArgType__ttl: _TypeAlias = _typing.Literal["_ttl", b"_ttl"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl) -> _WhichOneofReturnType__ttl | None: ...
 
 Global___StatusRequest: _TypeAlias = StatusRequest  # noqa: Y015
 

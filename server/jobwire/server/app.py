@@ -13,9 +13,10 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Route, Router
 
 from jobwire.server.api.jobs import SERVICE, JobApi
+from jobwire.server.api.openapi import openapi_route
 from jobwire.server.api.registry import grpc_handler, rpcs_of
 from jobwire.server.api.runpod_worker import RunpodWorkerRoutes
 from jobwire.server.api.transcoder import Transcoder
@@ -29,7 +30,16 @@ from jobwire.server.service.dispatch import Dispatcher, DispatchSettings
 from jobwire.server.service.events import CHANNELS, JobEvents
 from jobwire.server.service.http_workers import HttpWorkers, HttpWorkerSettings
 from jobwire.server.service.jobs import JobService, JobSettings
-from jobwire.server.store import AdminStore, JobStore, Listener, WorkerStore, create_engine, libpq_dsn
+from jobwire.server.service.webhooks import Pruner, WebhookSender, WebhookSettings
+from jobwire.server.store import (
+    AdminStore,
+    JobStore,
+    Listener,
+    WebhookStore,
+    WorkerStore,
+    create_engine,
+    libpq_dsn,
+)
 from jobwire.server.store.database import JOB_QUEUED
 from jobwire.server.store.migrate import current_revision, head_revision, upgrade
 from jobwire.server.store.stats import StatsStore
@@ -93,6 +103,7 @@ class JobwireServer:
         job_settings: JobSettings | None = None,
         dispatch_settings: DispatchSettings | None = None,
         http_worker_settings: HttpWorkerSettings | None = None,
+        webhook_settings: WebhookSettings | None = None,
         observability: Observability | None = None,
     ) -> None:
         self.settings = settings
@@ -113,6 +124,8 @@ class JobwireServer:
         stats = StatsStore(self.engine)
         obs.watch(lambda: stats.endpoint_stats(self.clock.now()), lambda: self.dispatcher.sessions)
         self.http_workers = HttpWorkers(self.dispatcher, store, http_worker_settings)
+        self.webhooks = WebhookSender(WebhookStore(self.engine), self.clock, webhook_settings)
+        self.pruner = Pruner(WebhookStore(self.engine), self.clock)
         self._listener = Listener(
             libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
         )
@@ -126,6 +139,7 @@ class JobwireServer:
     def _on_notify(self, channel: str, payload: str) -> None:
         self.events.on_notify(channel, payload)
         self.dispatcher.on_notify(channel, payload)
+        self.webhooks.on_notify(channel, payload)
 
     def _on_gap(self) -> None:
         self.events.on_gap()
@@ -136,6 +150,8 @@ class JobwireServer:
         await ensure_migrated(self.engine, self.database_url, migrate)
         await self._listener.start()
         await self.dispatcher.start()
+        await self.webhooks.start()
+        await self.pruner.start()
         await self._start_grpc()
         await self._start_http()
         self.started.set()
@@ -164,7 +180,8 @@ class JobwireServer:
         routes = RunpodWorkerRoutes(self.http_workers, self.auth).routes()
         # Observability: Prometheus' scrape target, unauthenticated as scrapers expect.
         routes.append(Route("/metrics", self.observability.metrics_endpoint, methods=["GET"]))
-        app = Router(routes=[*routes, Mount("/", app=Transcoder(self.rpcs))])
+        # The transcoder is the default app, not a Mount: a Mount's pattern misses paths with %0A.
+        app = Router(routes=[openapi_route(), *routes], default=Transcoder(self.rpcs), redirect_slashes=False)
         config = uvicorn.Config(
             app,
             loop="none",
@@ -203,6 +220,8 @@ class JobwireServer:
         if self._grpc is not None:
             await self._grpc.stop(grace)
         await self.dispatcher.stop()
+        await self.webhooks.stop()
+        await self.pruner.stop()
         await self._listener.stop()
         await self.engine.dispose()
         self.observability.shutdown()  # flushes pending spans

@@ -7,7 +7,7 @@ dataclasses are what travels between the layers.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 
@@ -77,6 +77,8 @@ class Endpoint:
     execution_timeout_ms: int
     #: Attempts before a job whose worker keeps dying is FAILED.
     max_attempts: int
+    #: Signs webhook deliveries (HMAC-SHA256); never returned by the API.
+    webhook_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class NewJob:
     max_attempts: int
     #: Submitted through runsync.
     sync: bool
+    #: A client's Idempotency-Key: a repeated submit with it returns the first job.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)

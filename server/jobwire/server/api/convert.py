@@ -12,9 +12,10 @@ from jobwire.v1 import job_pb2, jobs_pb2
 _UINT32_MAX = 2**32 - 1
 
 
-def submission(message: job_pb2.JobSubmission) -> Submission:
+def submission(message: job_pb2.JobSubmission, idempotency_key: str | None = None) -> Submission:
     policy = message.policy
     return Submission(
+        idempotency_key=idempotency_key or None,
         input=message.input,
         webhook=message.webhook or None,
         s3_config=message.s3_config or None,

@@ -43,7 +43,10 @@ class JobApi:
 
     async def run(self, request: jobs_pb2.RunRequest, context: CallContext) -> jobs_pb2.RunResponse:
         endpoint = await self._endpoint(context, request.endpoint_id)
-        job = await self._service.submit(endpoint, convert.submission(request.job), max_bytes=self._run_limit)
+        key = request.idempotency_key or metadata_value(context, "idempotency-key")
+        job = await self._service.submit(
+            endpoint, convert.submission(request.job, key), max_bytes=self._run_limit
+        )
         return jobs_pb2.RunResponse(job=convert.job(job, self._clock.now()))
 
     async def run_sync(
@@ -51,15 +54,20 @@ class JobApi:
     ) -> jobs_pb2.RunSyncResponse:
         endpoint = await self._endpoint(context, request.endpoint_id)
         wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
+        key = request.idempotency_key or metadata_value(context, "idempotency-key")
         job = await self._service.submit(
-            endpoint, convert.submission(request.job), max_bytes=self._runsync_limit, sync_wait_ms=wait_ms
+            endpoint,
+            convert.submission(request.job, key),
+            max_bytes=self._runsync_limit,
+            sync_wait_ms=wait_ms,
         )
         job = await self._service.wait_for_end(endpoint, job.id, wait_ms)
         return jobs_pb2.RunSyncResponse(job=convert.job(job, self._clock.now()))
 
     async def status(self, request: jobs_pb2.StatusRequest, context: CallContext) -> jobs_pb2.StatusResponse:
         endpoint = await self._endpoint(context, request.endpoint_id)
-        job = await self._service.status(endpoint, request.job_id)
+        ttl = request.ttl if request.HasField("ttl") else None
+        job = await self._service.status(endpoint, request.job_id, ttl)
         return jobs_pb2.StatusResponse(job=convert.job(job, self._clock.now()))
 
     async def status_sync(

@@ -19,8 +19,9 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from jobwire.server.api.context import CallContext
-from jobwire.server.api.errors import abort_with
+from jobwire.server.api.errors import abort_with, status_of
 from jobwire.server.errors import JobwireError
+from jobwire.server.observability import RpcObserver, RpcProbe
 
 UnaryBehaviour = Callable[[Any, CallContext], Awaitable[Message]]
 #: Server-streaming (request, context) and bidirectional (request iterator, context) behaviours alike.
@@ -46,17 +47,31 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
+def _unary(behaviour: UnaryBehaviour, probe: RpcProbe | None = None) -> UnaryBehaviour:
     async def call(request: Any, context: CallContext) -> Message:
         try:
             return await behaviour(request, context)
         except JobwireError as exc:
             await abort_with(context, exc)
 
-    return call
+    if probe is None:
+        return call
+
+    # Observability (issue 6): the same call, counted, timed, traced and given a request id for logs.
+    async def observed(request: Any, context: CallContext) -> Message:
+        with probe.observe(request, context) as rpc:
+            try:
+                response = await behaviour(request, context)
+            except JobwireError as exc:
+                rpc.failed(status_of(exc)[0], exc.message)
+                await abort_with(context, exc)
+            rpc.succeeded(response)
+            return response
+
+    return observed
 
 
-def _stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+def _stream(behaviour: StreamBehaviour, probe: RpcProbe | None = None) -> StreamBehaviour:
     async def call(request: Any, context: CallContext) -> AsyncGenerator[Message, None]:
         try:
             # aclosing: when the caller stops early (client gone), the servicer's cleanup runs at once.
@@ -66,24 +81,43 @@ def _stream(behaviour: StreamBehaviour) -> StreamBehaviour:
         except JobwireError as exc:
             await abort_with(context, exc)
 
-    return call
+    if probe is None:
+        return call
+
+    # Observability (issue 6): as for unary calls; the call's time is the stream's whole life.
+    async def observed(request: Any, context: CallContext) -> AsyncGenerator[Message, None]:
+        with probe.observe(request, context) as rpc:
+            try:
+                async with contextlib.aclosing(behaviour(request, context)) as messages:
+                    async for message in messages:
+                        yield message
+            except JobwireError as exc:
+                rpc.failed(status_of(exc)[0], exc.message)
+                await abort_with(context, exc)
+
+    return observed
 
 
-def rpcs_of(service: ServiceDescriptor, servicer: object) -> list[Rpc]:
-    """The RPC table of `servicer` for `service`; every RPC of the service must be implemented."""
+def rpcs_of(service: ServiceDescriptor, servicer: object, observer: RpcObserver | None = None) -> list[Rpc]:
+    """The RPC table of `servicer` for `service`; every RPC of the service must be implemented.
+
+    With an `observer`, every call is recorded (metrics, a span, log context) by the wrappers here,
+    the one place both gRPC and the REST facade pass.
+    """
     rpcs = []
     for method in service.methods:
         behaviour = getattr(servicer, snake_case(method.name), None)
         if behaviour is None:
             raise TypeError(f"{type(servicer).__name__} does not implement {method.full_name}")
         streaming = method.server_streaming
+        probe = observer.probe(method) if observer is not None else None
         rpcs.append(
             Rpc(
                 method=method,
                 request_class=GetMessageClass(method.input_type),
                 response_class=GetMessageClass(method.output_type),
-                unary=None if streaming else _unary(behaviour),
-                stream=_stream(behaviour) if streaming else None,
+                unary=None if streaming else _unary(behaviour, probe),
+                stream=_stream(behaviour, probe) if streaming else None,
             )
         )
     return rpcs

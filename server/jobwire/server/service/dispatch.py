@@ -27,6 +27,8 @@ from typing import TypeVar
 from jobwire.server.clock import Clock
 from jobwire.server.errors import Unavailable
 from jobwire.server.model import JobStatus
+from jobwire.server.observability import DispatchObserver, Metrics, Tracing, log_context
+from jobwire.server.observability.logs import replace_context
 from jobwire.server.store import ClaimedJob, JobStore, WorkerPresence, WorkerRow, WorkerStore
 from jobwire.server.store.database import JOB_ENDED, JOB_QUEUED
 
@@ -123,7 +125,12 @@ def split_json_string(raw: bytes, limit: int) -> list[bytes]:
 
 class Dispatcher:
     def __init__(
-        self, jobs: JobStore, workers: WorkerStore, clock: Clock, settings: DispatchSettings | None = None
+        self,
+        jobs: JobStore,
+        workers: WorkerStore,
+        clock: Clock,
+        settings: DispatchSettings | None = None,
+        observer: DispatchObserver | None = None,
     ) -> None:
         self._jobs = jobs
         self._workers = workers
@@ -136,6 +143,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._sweeps = 0
+        # Observability (issue 6): metrics and spans at claim -> assign, result and requeue; no decisions.
+        self._observe = observer or DispatchObserver(Metrics(process_metrics=False), Tracing())
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -187,12 +196,15 @@ class Dispatcher:
         for job_id, _ in attempts:
             self._holding.pop(job_id, None)
         session.in_flight.clear()
+        self._observe.forget(job_id for job_id, _ in attempts)
         try:
             released = await self._retrying(
                 lambda: self._jobs.release_attempts(attempts, reason, self._clock.now())
             )
+            self._observe.released("worker_left", released)
             if released:
-                log.info("worker %s left; released %s", session.worker_id, released)
+                with log_context(endpoint=session.endpoint, worker_id=session.worker_id):
+                    log.info("worker %s left; released %s", session.worker_id, released)
             await self._workers.remove(session.worker_id, session.session_id)
         except Unavailable:
             log.warning(
@@ -218,11 +230,13 @@ class Dispatcher:
         status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
         session.reporting.add(job_id)
         try:
-            stored = await self._retrying(
-                lambda: self._jobs.finish_job(job_id, attempt, status, output, error, self._clock.now())
-            )
+            with log_context(endpoint=session.endpoint, worker_id=session.worker_id, job_id=job_id):
+                stored = await self._retrying(
+                    lambda: self._jobs.finish_job(job_id, attempt, status, output, error, self._clock.now())
+                )
         finally:
             session.reporting.discard(job_id)
+        self._observe.result_stored(job_id, attempt, status, stored, session.worker_id, self._clock.now())
         if session.in_flight.get(job_id) == attempt:
             del session.in_flight[job_id]
             self._holding.pop(job_id, None)
@@ -280,6 +294,7 @@ class Dispatcher:
             return
         # The job no longer needs this attempt. The slot comes back when the worker says so (Credit).
         del session.in_flight[job_id]
+        self._observe.forget((job_id,))
         self._holding.pop(job_id, None)
         session.send(StopJob(job_id, attempt, status or JobStatus.CANCELLED))
 
@@ -291,6 +306,8 @@ class Dispatcher:
     # --- dispatch ----------------------------------------------------------------------------------
 
     async def _endpoint_loop(self, endpoint: str) -> None:
+        # This task's log records name its endpoint (and not the ids of the RPC that happened to start it).
+        replace_context(endpoint=endpoint)
         wake = self._wake[endpoint]
         while True:
             with contextlib.suppress(TimeoutError):
@@ -316,17 +333,21 @@ class Dispatcher:
                 continue
             now = self._clock.now()
             lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
+            claim_started = self._observe.claim_started()
             claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
-            self._hand_over(session, claimed)
+            self._hand_over(session, claimed, claim_started)
             if len(claimed) < wanted:
                 return  # the queue is empty
 
-    def _hand_over(self, session: WorkerSession, claimed: list[ClaimedJob]) -> None:
+    def _hand_over(
+        self, session: WorkerSession, claimed: list[ClaimedJob], claim_started: int | None = None
+    ) -> None:
         for job in claimed:
             session.credits -= 1
             session.in_flight[job.job.id] = job.job.attempt
             self._holding[job.job.id] = session
             session.send(AssignJob(job))
+            self._observe.assigned(job.job, session.worker_id, claim_started)
         if session.closed and claimed:
             # The worker left while the claim ran: give the jobs straight back.
             self._spawn(self.detach_late(session, [(c.job.id, c.job.attempt) for c in claimed]))
@@ -335,7 +356,9 @@ class Dispatcher:
         for job_id, _ in attempts:
             session.in_flight.pop(job_id, None)
             self._holding.pop(job_id, None)
-        await self._jobs.release_attempts(attempts, "the worker disconnected", self._clock.now())
+        self._observe.forget(job_id for job_id, _ in attempts)
+        released = await self._jobs.release_attempts(attempts, "the worker disconnected", self._clock.now())
+        self._observe.released("worker_left", released)
 
     # --- periodic work -----------------------------------------------------------------------------
 
@@ -373,6 +396,8 @@ class Dispatcher:
         now = self._clock.now()
         timed_out = await self._jobs.time_out_jobs(now)
         rescued = await self._jobs.rescue_expired_leases(now)
+        self._observe.forget(timed_out)
+        self._observe.released("lease_expired", rescued)
         if timed_out or rescued:
             log.info("timed out %s; rescued %s", timed_out, rescued)
         self._sweeps += 1

@@ -51,6 +51,8 @@ class Submission:
     execution_timeout_ms: int | None = None
     low_priority: bool = False
     ttl_ms: int | None = None
+    #: A repeated submit with the same key returns the first job (while it is retained).
+    idempotency_key: str | None = None
 
     @property
     def size(self) -> int:
@@ -117,6 +119,7 @@ class JobService:
             retention_ms=max(s.sync_retention_ms, sync_wait_ms or 0) if sync else s.run_retention_ms,
             max_attempts=endpoint.max_attempts,
             sync=sync,
+            idempotency_key=submission.idempotency_key,
         )
 
     def wait_ms(self, requested: int | None) -> int:
@@ -125,7 +128,10 @@ class JobService:
             return self.settings.default_wait_ms
         return _check_range("wait", requested, self.settings.wait_range_ms)
 
-    async def status(self, endpoint: Endpoint, job_id: str) -> Job:
+    async def status(self, endpoint: Endpoint, job_id: str, ttl_ms: int | None = None) -> Job:
+        """The job's view; `ttl_ms` (Runpod's `?ttl=`) first shortens how long its result is kept."""
+        if ttl_ms is not None:
+            await self._store.shorten_retention(endpoint.name, job_id, ttl_ms, self._clock.now())
         job = await self._store.get_job(endpoint.name, job_id, self._clock.now())
         if job is None:
             raise NotFound(f"job {job_id!r} not found")

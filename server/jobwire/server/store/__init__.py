@@ -6,13 +6,16 @@ from jobwire.server.store.admin import AdminStore
 from jobwire.server.store.database import create_engine, libpq_dsn
 from jobwire.server.store.jobs import ClaimedJob, JobStore
 from jobwire.server.store.listener import Listener
+from jobwire.server.store.webhooks import Delivery, WebhookStore
 from jobwire.server.store.workers import WorkerCounts, WorkerPresence, WorkerRow, WorkerStore
 
 __all__ = [
     "AdminStore",
     "ClaimedJob",
+    "Delivery",
     "JobStore",
     "Listener",
+    "WebhookStore",
     "WorkerCounts",
     "WorkerPresence",
     "WorkerRow",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ def _endpoint(row: Any) -> Endpoint:
         created_at=row.created_at,
         execution_timeout_ms=row.execution_timeout_ms,
         max_attempts=row.max_attempts,
+        webhook_secret=row.webhook_secret,
     )
 
 
@@ -43,17 +45,27 @@ class AdminStore:
         self._engine = engine
 
     async def create_endpoint(
-        self, name: str, execution_timeout_ms: int, max_attempts: int, now: datetime
+        self,
+        name: str,
+        execution_timeout_ms: int,
+        max_attempts: int,
+        now: datetime,
+        webhook_secret: str | None = None,
     ) -> Endpoint:
+        secret = webhook_secret or secrets.token_hex(32)
         statement = insert(endpoints).values(
-            name=name, created_at=now, execution_timeout_ms=execution_timeout_ms, max_attempts=max_attempts
+            name=name,
+            created_at=now,
+            execution_timeout_ms=execution_timeout_ms,
+            max_attempts=max_attempts,
+            webhook_secret=secret,
         )
         try:
             async with transaction(self._engine) as conn:
                 await conn.execute(statement.returning(*endpoints.c))
         except IntegrityError as error:
             raise AlreadyExists(f"endpoint {name!r} already exists") from error
-        return Endpoint(name, now, execution_timeout_ms, max_attempts)
+        return Endpoint(name, now, execution_timeout_ms, max_attempts, secret)
 
     async def get_endpoint(self, name: str) -> Endpoint | None:
         async with transaction(self._engine) as conn:

@@ -22,6 +22,17 @@ _VIEW = (
     "j.id, j.endpoint, j.status, j.attempt, j.retries, j.queued_at, j.started_at, j.finished_at, "
     "j.worker_id, j.error"
 )
+
+
+def _outbox(ended: str) -> str:
+    """A CTE that queues the webhook of every job in `ended` (which returns seq and webhook), in the same
+    statement that ends the job."""
+    return f"""outbox AS (
+        INSERT INTO webhook_deliveries (job_seq, url, next_attempt_at, created_at)
+        SELECT seq, webhook, :now, :now FROM {ended} WHERE webhook IS NOT NULL
+    )"""
+
+
 _ENDED = (
     "finished_at = :now, lease_until = NULL, deadline_at = NULL, "
     "retain_until = CAST(:now AS timestamptz) + retention_ms * interval '1 millisecond'"
@@ -31,10 +42,12 @@ ENQUEUE = text(
     f"""
     WITH new_job AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
-                          ttl_ms, retention_ms, created_at, queued_at, expires_at)
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at, idempotency_key)
         VALUES (:id, :endpoint, 'IN_QUEUE', :priority, :max_attempts, :sync, :webhook, :execution_timeout_ms,
                 :ttl_ms, :retention_ms, :now, :now,
-                CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond')
+                CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond',
+                :idempotency_key)
+        ON CONFLICT (endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING seq
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)
@@ -45,6 +58,22 @@ ENQUEUE = text(
     )
     SELECT seq, pg_notify('{JOB_QUEUED}', :endpoint) FROM new_job
     """
+)
+
+GET_BY_IDEMPOTENCY_KEY = text(
+    f"""
+    SELECT {_VIEW}, p.data AS output, {_ALIVE} AS alive
+    FROM jobs j
+    LEFT JOIN job_payloads p
+      ON p.job_seq = j.seq AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END
+    WHERE j.endpoint = :endpoint AND j.idempotency_key = :key
+    """
+)
+
+# A key whose job has expired but is not pruned yet may be used again.
+FORGET_IDEMPOTENCY_KEY = text(
+    f"UPDATE jobs j SET idempotency_key = NULL WHERE j.endpoint = :endpoint AND j.idempotency_key = :key "
+    f"AND NOT ({_ALIVE})"
 )
 
 GET = text(
@@ -59,9 +88,12 @@ GET = text(
 
 CANCEL = text(
     f"""
-    UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
-    WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('IN_QUEUE', 'IN_PROGRESS') AND {_ALIVE}
-    RETURNING {_VIEW}, NULL::bytea AS output, pg_notify('{JOB_ENDED}', j.id)
+    WITH ended AS (
+        UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
+        WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('IN_QUEUE', 'IN_PROGRESS') AND {_ALIVE}
+        RETURNING {_VIEW}, j.seq, j.webhook
+    ), {_outbox("ended")}
+    SELECT ended.*, NULL::bytea AS output, pg_notify('{JOB_ENDED}', ended.id) FROM ended
     """
 )
 
@@ -92,8 +124,8 @@ PURGE = text(
     WITH purged AS (
         UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
         WHERE j.endpoint = :endpoint AND j.status = 'IN_QUEUE' AND {_ALIVE}
-        RETURNING 1
-    )
+        RETURNING j.seq, j.webhook
+    ), {_outbox("purged")}
     SELECT count(*) AS removed, pg_notify('{QUEUE_PURGED}', :endpoint) FROM purged
     """
 )
@@ -135,8 +167,8 @@ FINISH = text(
     WITH done AS (
         UPDATE jobs j SET status = :status, error = :error, {_ENDED}
         WHERE j.id = :id AND j.attempt = :attempt AND j.status = 'IN_PROGRESS'
-        RETURNING j.seq, j.id
-    ), stored AS (
+        RETURNING j.seq, j.id, j.webhook
+    ), {_outbox("done")}, stored AS (
         INSERT INTO job_payloads (job_seq, kind, data)
         SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE CAST(:output AS bytea) IS NOT NULL
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
@@ -202,12 +234,14 @@ TIME_OUT = text(
     WITH due AS (
         SELECT seq FROM jobs WHERE status = 'IN_PROGRESS' AND deadline_at < :now
         ORDER BY deadline_at LIMIT :limit FOR UPDATE SKIP LOCKED
-    )
-    UPDATE jobs j
-    SET status = 'TIMED_OUT', {_ENDED},
-        error = 'execution timeout of ' || j.execution_timeout_ms || ' ms exceeded'
-    FROM due WHERE j.seq = due.seq
-    RETURNING j.id, pg_notify('{JOB_ENDED}', j.id)
+    ), ended AS (
+        UPDATE jobs j
+        SET status = 'TIMED_OUT', {_ENDED},
+            error = 'execution timeout of ' || j.execution_timeout_ms || ' ms exceeded'
+        FROM due WHERE j.seq = due.seq
+        RETURNING j.seq, j.id, j.webhook
+    ), {_outbox("ended")}
+    SELECT id, pg_notify('{JOB_ENDED}', id) FROM ended
     """
 )
 
@@ -230,8 +264,10 @@ def _release(selection: str) -> Any:
                     THEN CAST(:now AS timestamptz) + j.retention_ms * interval '1 millisecond' END,
                 lease_until = NULL, deadline_at = NULL, stream_read_seq = 0
             WHERE j.status = 'IN_PROGRESS' AND {selection}
-            RETURNING j.seq, j.id, j.endpoint, j.status
-        ), dropped_chunks AS (
+            RETURNING j.seq, j.id, j.endpoint, j.status, j.webhook
+        ), failed AS (
+            SELECT seq, webhook FROM moved WHERE status = 'FAILED'
+        ), {_outbox("failed")}, dropped_chunks AS (
             DELETE FROM job_chunks c USING moved WHERE c.job_seq = moved.seq AND moved.status = 'IN_QUEUE'
         ), dropped_progress AS (
             DELETE FROM job_payloads p USING moved WHERE p.job_seq = moved.seq AND p.kind = 'progress'
@@ -249,6 +285,18 @@ RELEASE_ATTEMPTS = _release(
 RESCUE_EXPIRED = _release(
     "j.seq IN (SELECT seq FROM jobs WHERE status = 'IN_PROGRESS' AND lease_until < :now "
     "ORDER BY lease_until LIMIT :limit FOR UPDATE SKIP LOCKED)"
+)
+
+# Runpod's `/status?ttl=`: an ended job's result goes sooner; a running one's will be kept at most that long.
+SHORTEN_RETENTION = text(
+    f"""
+    UPDATE jobs j SET
+        retain_until = LEAST(
+            j.retain_until, CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond'
+        ),
+        retention_ms = LEAST(j.retention_ms, CAST(:ttl_ms AS integer))
+    WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
+    """
 )
 
 JOB_STATUS = text("SELECT status FROM jobs WHERE id = :id")
@@ -302,8 +350,22 @@ class JobStore:
         self._engine = engine
 
     async def enqueue_job(self, job: NewJob, now: datetime) -> Job:
+        """Queues the job; with an idempotency key already used by a live job, returns that job instead."""
+        for _ in range(2):
+            created = await self._insert(job, now)
+            if created or job.idempotency_key is None:
+                return Job(job.id, job.endpoint, JobStatus.IN_QUEUE, 0, 0, now, None, None, None, None, None)
+            row = await self._one(
+                GET_BY_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now
+            )
+            if row is not None and row.alive:
+                return _job(row)
+            await self._one(FORGET_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now)
+        raise RuntimeError("the idempotency key is being reused concurrently")  # pragma: no cover
+
+    async def _insert(self, job: NewJob, now: datetime) -> bool:
         async with transaction(self._engine) as conn:
-            await conn.execute(
+            result = await conn.execute(
                 ENQUEUE,
                 {
                     "id": job.id,
@@ -318,9 +380,10 @@ class JobStore:
                     "now": now,
                     "input": job.input,
                     "s3_config": job.s3_config,
+                    "idempotency_key": job.idempotency_key,
                 },
             )
-        return Job(job.id, job.endpoint, JobStatus.IN_QUEUE, 0, 0, now, None, None, None, None, None)
+            return result.first() is not None
 
     async def get_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
         row = await self._one(GET, endpoint=endpoint, id=job_id, now=now)
@@ -466,6 +529,12 @@ class JobStore:
         async with transaction(self._engine) as conn:
             rows = (await conn.execute(TIME_OUT, {"now": now, "limit": limit})).all()
         return [row.id for row in rows]
+
+    async def shorten_retention(self, endpoint: str, job_id: str, ttl_ms: int, now: datetime) -> None:
+        async with transaction(self._engine) as conn:
+            await conn.execute(
+                SHORTEN_RETENTION, {"endpoint": endpoint, "id": job_id, "ttl_ms": ttl_ms, "now": now}
+            )
 
     async def job_status(self, job_id: str) -> JobStatus | None:
         row = await self._one(JOB_STATUS, id=job_id)

@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def migrations_dir() -> Path:
-    """The Alembic scripts: shipped inside the wheel, or at the repository's top in a checkout."""
-    packaged = Path(__file__).resolve().parent.parent / "_migrations"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[4] / "migrations"
+    """The Alembic scripts: the checkout's `migrations/` when running from one (an editable install also
+    carries a copy, which goes stale as migrations are added), else the copy shipped in the wheel."""
+    checkout = Path(__file__).resolve().parents[4] / "migrations"
+    if (checkout / "env.py").is_file():
+        return checkout
+    return Path(__file__).resolve().parent.parent / "_migrations"
 
 
 def alembic_config(url: str) -> Config:

@@ -58,6 +58,8 @@ endpoints = Table(
     Column("max_attempts", Integer, nullable=False),
     # Runpod's health reports how many retries an endpoint has seen; kept as a running counter.
     Column("retried_total", BigInteger, nullable=False, server_default=text("0")),
+    # Key of the HMAC that signs this endpoint's webhook deliveries (Standard Webhooks, as Replicate).
+    Column("webhook_secret", Text, nullable=False),
 )
 
 api_keys = Table(
@@ -113,6 +115,8 @@ jobs = Table(
     Column("error", Text, nullable=True),
     # Runpod's /stream reads are destructive: the last chunk a REST reader has been given.
     Column("stream_read_seq", Integer, nullable=False, server_default=text("0")),
+    # A client's Idempotency-Key: a repeated submit with it returns this job while it is retained.
+    Column("idempotency_key", Text, nullable=True),
     CheckConstraint(_in("status", JOB_STATUSES), name="status"),
     # The claim: queued jobs of one endpoint, normal before low priority, oldest first. Partial, so
     # its size follows the queue, not the history.
@@ -132,6 +136,35 @@ jobs = Table(
     # Pruning of ended jobs and of expired ones.
     Index("ix_jobs_retain_until", "retain_until", postgresql_where=text("retain_until IS NOT NULL")),
     Index("ix_jobs_expires_at", "expires_at"),
+    Index(
+        "uq_jobs_endpoint_idempotency_key",
+        "endpoint",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+)
+
+# The webhook outbox: a row is written in the same statement that ends the job, so a crash between the
+# commit and the delivery loses nothing; senders on any replica claim due rows with SKIP LOCKED.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("job_seq", BigInteger, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("failed_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+    ),
+    Index(None, "job_seq"),
 )
 
 # Connected workers, for health counts across replicas. A row lives while its stream (or, for Runpod

@@ -31,6 +31,8 @@ logger = logging.getLogger("jobwire.http")
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 
 _JSON = (b"content-type", b"application/json")
+#: Server streams are newline-delimited JSON, one `{"result": ...}` document per line.
+_NDJSON = (b"content-type", b"application/x-ndjson")
 _BEARER = (b"www-authenticate", b"Bearer")
 
 
@@ -256,7 +258,7 @@ class _Call:
                     line = codec.encode_line(message, self.route.response_field)
                     if not started:
                         started = True
-                        await self.send({"type": "http.response.start", "status": 200, "headers": [_JSON]})
+                        await self.send({"type": "http.response.start", "status": 200, "headers": [_NDJSON]})
                     await self.send({"type": "http.response.body", "body": line, "more_body": True})
         except RpcAbort as exc:
             if not started:
@@ -280,7 +282,7 @@ class _Call:
             watch.close()
         watch.finish()
         if not started:
-            await self.send({"type": "http.response.start", "status": 200, "headers": [_JSON]})
+            await self.send({"type": "http.response.start", "status": 200, "headers": [_NDJSON]})
         await self.send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

@@ -1,0 +1,1 @@
+"""One module per system: each runs one repeat of one scenario and prints its measurements."""

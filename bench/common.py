@@ -1,0 +1,295 @@
+"""Helpers shared by the orchestrator and every system's client: standard library only, because this
+module is imported both from the project's .venv (jobwire) and from bench/peers/.venv (the peers).
+
+Clocks: every timestamp that crosses a process boundary is `time.monotonic_ns()`. On Linux that is
+CLOCK_MONOTONIC, one clock for the whole machine, so a handler's start in a worker process and a
+submit in a client process are comparable.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE_ENV = "BENCH_PROBE"
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()
+
+
+def ms(ns: float) -> float:
+    return ns / 1e6
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return float(ordered[0])
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
+
+
+def latency_summary(prefix: str, values_ms: Sequence[float]) -> dict[str, float]:
+    """`{prefix}_p50_ms`, p95, p99 and the mean of a list of milliseconds."""
+    return {
+        f"{prefix}_p50_ms": round(percentile(values_ms, 50), 3),
+        f"{prefix}_p95_ms": round(percentile(values_ms, 95), 3),
+        f"{prefix}_p99_ms": round(percentile(values_ms, 99), 3),
+        f"{prefix}_mean_ms": round(statistics.fmean(values_ms), 3),
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+# --- probes: handlers tell the client when they started ------------------------------------------------
+
+
+def probe(tag: object) -> None:
+    """Called by benchmark handlers first thing: sends `tag start_ns` to the collector named in
+    $BENCH_PROBE (host:port, UDP), if any. One sendto of a few bytes: a few microseconds."""
+    target = _probe_target()
+    if target is not None:
+        _PROBE_SOCKET.sendto(f"{tag} {time.monotonic_ns()}".encode(), target)
+
+
+_PROBE_SOCKET = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+_probe_addr: tuple[str, int] | None = None
+_probe_read = False
+
+
+def _probe_target() -> tuple[str, int] | None:
+    global _probe_addr, _probe_read
+    if not _probe_read:
+        value = os.environ.get(PROBE_ENV)
+        if value:
+            host, _, port = value.rpartition(":")
+            _probe_addr = (host, int(port))
+        _probe_read = True
+    return _probe_addr
+
+
+@dataclass
+class ProbeCollector:
+    """Receives handler-start probes on a UDP port, in a thread. `starts[tag]` is the first start seen."""
+
+    port: int = 0
+    starts: dict[str, int] = field(default_factory=dict)
+    #: Every probe in arrival order (the queue-depth scenario reads the gaps between starts).
+    events: list[int] = field(default_factory=list)
+    count: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        self._sock.bind(("127.0.0.1", self.port))
+        self.port = int(self._sock.getsockname()[1])
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="probe-collector", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(256)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            tag, _, stamp = data.decode().partition(" ")
+            value = int(stamp)
+            with self._lock:
+                self.count += 1
+                self.events.append(value)
+                self.starts.setdefault(tag, value)
+                if self.first_ns is None or value < self.first_ns:
+                    self.first_ns = value
+                if self.last_ns is None or value > self.last_ns:
+                    self.last_ns = value
+
+    def wait_for(self, tag: str, timeout: float = 5.0) -> int:
+        """The start of `tag`; waits a little, since the datagram may trail the job's result."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if tag in self.starts:
+                    return self.starts[tag]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no probe for {tag}")
+            time.sleep(0.0005)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.starts.clear()
+            self.events.clear()
+            self.count = 0
+            self.first_ns = self.last_ns = None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(timeout=2)
+
+
+# --- worker processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """A group of processes started together (a system's workers), stopped together."""
+
+    argv: Sequence[str]
+    count: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    name: str = "worker"
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> Processes:
+        env = {**os.environ, **self.env}
+        for index in range(self.count):
+            out: Any = subprocess.DEVNULL
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / f"{self.name}-{index}.log", "ab")  # noqa: SIM115
+            self.procs.append(
+                subprocess.Popen(
+                    [arg.replace("{index}", str(index)) for arg in self.argv],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return self
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.name} process {proc.pid} exited with {proc.returncode}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a graceful drain for every system here), then SIGKILL after `timeout`."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- the client protocol: config JSON in argv[1], result JSON on the last line of stdout -----------------
+
+
+def read_config() -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(sys.argv[1])
+    return config
+
+
+def emit(result: Mapping[str, Any]) -> None:
+    sys.stdout.write("\nRESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def parse_result(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
+    raise RuntimeError("the client printed no RESULT line")
+
+
+def chunked(items: Iterable[Any], size: int) -> list[list[Any]]:
+    batch: list[Any] = []
+    out: list[list[Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            out.append(batch)
+            batch = []
+    if batch:
+        out.append(batch)
+    return out
+
+
+class HTTPConnection(http.client.HTTPConnection):
+    """http.client with TCP_NODELAY, as urllib3/requests and httpx set it: http.client sends a request's
+    headers and body in two writes, and without NODELAY the second waits for the server's delayed ACK
+    (40 ms on Linux)."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def http_connection(addr: str) -> HTTPConnection:
+    host, _, port = addr.rpartition(":")
+    return HTTPConnection(host, int(port), timeout=300)

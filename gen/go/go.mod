@@ -1,0 +1,3 @@
+module github.com/jobwire/jobwire/gen/go
+
+go 1.19
