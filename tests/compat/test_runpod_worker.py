@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jobwire.server.clock import ManualClock
 from jobwire.server.service.dispatch import DispatchSettings
 from jobwire.server.service.http_workers import HttpWorkerSettings
 from server_fixtures import ENDPOINT, Running, running, start_jobwire
@@ -184,3 +185,35 @@ async def test_worker_routes_want_a_worker_key_and_answer_204_when_idle(service:
     assert stranger.status_code == 404
     bad = await service.http.get(f"{base}/job-take-batch/w9?batch_size=zero", headers=worker)
     assert bad.status_code == 400
+
+
+async def test_execution_timeout_stops_the_runpod_worker(database_url: str, tmp_path: Path) -> None:
+    clock = ManualClock()
+    server = await start_jobwire(
+        database_url,
+        clock=clock,
+        dispatch_settings=DispatchSettings(heartbeat_interval_ms=200, sweep_interval_s=0.05),
+        http_worker_settings=HttpWorkerSettings(poll_hold_s=1.0),
+    )
+    async with running(server) as service:
+        process = await start_worker(service, tmp_path, HANDLER, "rp-timeout")
+        try:
+            body = {"input": {"mode": "slow"}, "policy": {"executionTimeout": 5000}}
+            job = (
+                await service.http.post(f"/v2/{ENDPOINT}/run", json=body, headers=service.headers())
+            ).json()
+            while (
+                await service.http.get(f"/v2/{ENDPOINT}/status/{job['id']}", headers=service.headers())
+            ).json()["status"] != "IN_PROGRESS":
+                await asyncio.sleep(0.05)
+            clock.advance(seconds=6)
+            # The stop channel frees the worker's only slot: the next job can only run once it has.
+            after = await runsync(service, {"input": {"a": 1, "b": 1}})
+            assert after["status"] == "COMPLETED"
+            timed_out = (
+                await service.http.get(f"/v2/{ENDPOINT}/status/{job['id']}", headers=service.headers())
+            ).json()
+            assert timed_out["status"] == "TIMED_OUT"
+        finally:
+            process.terminate()
+            await process.wait()
