@@ -118,6 +118,7 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"- every figure: median of {meta.get('sizes', {}).get('repeats')} repeat(s), "
         "(min-max) when more than one; "
         f"run took {meta.get('duration_s', '?')} s",
+        "- sizes: " + ", ".join(f"{k}={v}" for k, v in meta.get("sizes", {}).items() if k != "repeats"),
         "",
     ]
     for scenario, columns in COLUMNS.items():
@@ -280,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines = [json.loads(line) for line in Path(args[0]).read_text().splitlines() if line.strip()]
     meta = next((line["meta"] for line in lines if "meta" in line), {})
-    markdown = render(meta, [line for line in lines if "meta" not in line])
+    for line in lines:
+        meta.update(line.get("meta_end", {}))
+    rows = [line for line in lines if "meta" not in line and "meta_end" not in line]
+    markdown = render(meta, rows)
     if len(args) > 1:
         Path(args[1]).write_text(markdown)
     else:

@@ -641,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             run_case(run, case)
         meta["duration_s"] = round(time.monotonic() - started)
+        with open(RESULTS / f"{stamp}.jsonl", "a") as sink:
+            sink.write(json.dumps({"run": stamp, "meta_end": {"duration_s": meta["duration_s"]}}) + "\n")
         markdown = report.render(meta, run.rows)
         (RESULTS / f"{stamp}.md").write_text(markdown)
         if not args.quick and set(args.systems) == set(SYSTEMS) and set(args.scenarios) == set(SCENARIOS):

@@ -381,7 +381,7 @@ async def test_stream_is_ndjson_with_a_result_per_message(
     jobs.add("st1", job_pb2.COMPLETED, (b'{"a":1}', b"[2]", b'"three"'))
     response = await client.get("/v2/ep/stream/st1:follow?from_seq=2")
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/x-ndjson"
     assert response.headers["transfer-encoding"] == "chunked"
     assert response.content.split(b"\n") == [
         b'{"result":{"chunk":{"seq":2,"output":[2]}}}',
