@@ -22,6 +22,13 @@ def max_body_bytes(method: str) -> int:
     return int(options.Extensions[options_pb2.max_body_bytes])
 
 
+def _idempotency_key(
+    request: jobs_pb2.RunRequest | jobs_pb2.RunSyncRequest, context: CallContext
+) -> str | None:
+    """The request's field, else the `Idempotency-Key` header (forwarded as metadata by the transcoder)."""
+    return request.idempotency_key or metadata_value(context, "idempotency-key")
+
+
 class JobApi:
     def __init__(self, service: JobService, auth: Authenticator, clock: Clock) -> None:
         self._service = service
@@ -43,7 +50,7 @@ class JobApi:
 
     async def run(self, request: jobs_pb2.RunRequest, context: CallContext) -> jobs_pb2.RunResponse:
         endpoint = await self._endpoint(context, request.endpoint_id)
-        key = request.idempotency_key or metadata_value(context, "idempotency-key")
+        key = _idempotency_key(request, context)
         job = await self._service.submit(
             endpoint, convert.submission(request.job, key), max_bytes=self._run_limit
         )

@@ -192,24 +192,31 @@ class Dispatcher:
         sessions = self._by_endpoint.get(session.endpoint)
         if sessions is not None and session in sessions:
             sessions.remove(session)
-        attempts = list(session.in_flight.items())
+        await self._release(session, list(session.in_flight.items()), reason)
+        try:
+            await self._workers.remove(session.worker_id, session.session_id)
+        except Unavailable:
+            log.warning("could not remove worker %s; its row ages out of the counts", session.worker_id)
+
+    async def _release(self, session: WorkerSession, attempts: list[tuple[str, int]], reason: str) -> None:
+        """Takes the attempts from the session and gives them back to the queue (or fails them)."""
         for job_id, _ in attempts:
+            session.in_flight.pop(job_id, None)
             self._holding.pop(job_id, None)
-        session.in_flight.clear()
         self._observe.forget(job_id for job_id, _ in attempts)
         try:
             released = await self._retrying(
                 lambda: self._jobs.release_attempts(attempts, reason, self._clock.now())
             )
-            self._observe.released("worker_left", released)
-            if released:
-                with log_context(endpoint=session.endpoint, worker_id=session.worker_id):
-                    log.info("worker %s left; released %s", session.worker_id, released)
-            await self._workers.remove(session.worker_id, session.session_id)
         except Unavailable:
             log.warning(
                 "could not release the jobs of worker %s; their leases will expire", session.worker_id
             )
+            return
+        self._observe.released("worker_left", released)
+        if released:
+            with log_context(endpoint=session.endpoint, worker_id=session.worker_id):
+                log.info("worker %s left; released %s", session.worker_id, released)
 
     def heard_from(self, session: WorkerSession) -> None:
         session.last_seen = self._clock.now()
@@ -342,23 +349,17 @@ class Dispatcher:
     def _hand_over(
         self, session: WorkerSession, claimed: list[ClaimedJob], claim_started: int | None = None
     ) -> None:
+        if session.closed:
+            # The worker left while the claim ran: give the jobs straight back instead of sending them.
+            attempts = [(c.job.id, c.job.attempt) for c in claimed]
+            self._spawn(self._release(session, attempts, "the worker disconnected"))
+            return
         for job in claimed:
             session.credits -= 1
             session.in_flight[job.job.id] = job.job.attempt
             self._holding[job.job.id] = session
             session.send(AssignJob(job))
             self._observe.assigned(job.job, session.worker_id, claim_started)
-        if session.closed and claimed:
-            # The worker left while the claim ran: give the jobs straight back.
-            self._spawn(self.detach_late(session, [(c.job.id, c.job.attempt) for c in claimed]))
-
-    async def detach_late(self, session: WorkerSession, attempts: list[tuple[str, int]]) -> None:
-        for job_id, _ in attempts:
-            session.in_flight.pop(job_id, None)
-            self._holding.pop(job_id, None)
-        self._observe.forget(job_id for job_id, _ in attempts)
-        released = await self._jobs.release_attempts(attempts, "the worker disconnected", self._clock.now())
-        self._observe.released("worker_left", released)
 
     # --- periodic work -----------------------------------------------------------------------------
 

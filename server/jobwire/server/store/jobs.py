@@ -33,6 +33,12 @@ def _outbox(ended: str) -> str:
     )"""
 
 
+# The output a view shows: the latest progress update while the job runs, its result afterwards.
+_OUTPUT_JOIN = (
+    "LEFT JOIN job_payloads p ON p.job_seq = j.seq "
+    "AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END"
+)
+
 _ENDED = (
     "finished_at = :now, lease_until = NULL, deadline_at = NULL, "
     "retain_until = CAST(:now AS timestamptz) + retention_ms * interval '1 millisecond'"
@@ -64,8 +70,7 @@ GET_BY_IDEMPOTENCY_KEY = text(
     f"""
     SELECT {_VIEW}, p.data AS output, {_ALIVE} AS alive
     FROM jobs j
-    LEFT JOIN job_payloads p
-      ON p.job_seq = j.seq AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END
+    {_OUTPUT_JOIN}
     WHERE j.endpoint = :endpoint AND j.idempotency_key = :key
     """
 )
@@ -80,8 +85,7 @@ GET = text(
     f"""
     SELECT {_VIEW}, p.data AS output
     FROM jobs j
-    LEFT JOIN job_payloads p
-      ON p.job_seq = j.seq AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END
+    {_OUTPUT_JOIN}
     WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
     """
 )
