@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route, Router
 
 from jobwire.server.api.jobs import SERVICE, JobApi
+from jobwire.server.api.openai_routes import OpenAIRoutes
 from jobwire.server.api.openapi import openapi_route
 from jobwire.server.api.registry import grpc_handler, rpcs_of
 from jobwire.server.api.runpod_worker import RunpodWorkerRoutes
@@ -193,6 +194,8 @@ class JobwireServer:
         self.http_port = sock.getsockname()[1]
         # Runpod's worker routes first; everything else is the transcoded client API.
         routes = RunpodWorkerRoutes(self.http_workers, self.auth).routes()
+        # OpenAI's clients, relayed through jobs as Runpod's vLLM workers expect.
+        routes += OpenAIRoutes(self.jobs, self.auth, self.limiter).routes()
         # Observability: Prometheus' scrape target, unauthenticated as scrapers expect.
         routes.append(Route("/metrics", self.observability.metrics_endpoint, methods=["GET"]))
         # The transcoder is the default app, not a Mount: a Mount's pattern misses paths with %0A.
