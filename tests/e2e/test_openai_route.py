@@ -176,9 +176,12 @@ async def test_bad_keys_and_bodies_get_openai_shaped_errors(jobwire: Running) ->
 async def test_a_client_that_leaves_cancels_its_job(jobwire: Running) -> None:
     """No worker: the job waits in the queue until the client gives up, which cancels it."""
     body = {"model": "rev", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    async with httpx.AsyncClient(base_url=jobwire.server.http_url) as http, http.stream(
-        "POST", f"/v2/{ENDPOINT}/openai/v1/chat/completions", json=body, headers=jobwire.headers()
-    ) as response:
+    async with (
+        httpx.AsyncClient(base_url=jobwire.server.http_url) as http,
+        http.stream(
+            "POST", f"/v2/{ENDPOINT}/openai/v1/chat/completions", json=body, headers=jobwire.headers()
+        ) as response,
+    ):
         assert response.status_code == 200
         listed = await jobwire.http.get(f"/v2/{ENDPOINT}/requests", headers=jobwire.headers())
         (job,) = listed.json()["requests"]

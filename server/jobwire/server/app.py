@@ -139,7 +139,9 @@ class JobwireServer:
         stats = StatsStore(self.engine)
         obs.watch(lambda: stats.endpoint_stats(self.clock.now()), lambda: self.dispatcher.sessions)
         self.http_workers = HttpWorkers(self.dispatcher, store, http_worker_settings)
-        self.webhooks = WebhookSender(WebhookStore(self.engine), self.clock, webhook_settings)
+        self.webhooks = WebhookSender(
+            WebhookStore(self.engine), self.clock, webhook_settings, on_attempt=obs.metrics.webhook_delivered
+        )
         self.pruner = Pruner(WebhookStore(self.engine), self.clock)
         self._listener = Listener(
             libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
