@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jobwire.server.cli import progress_percent
+from jobwire.server.cli.follow import progress_percent
 from jobwire.worker import Handler, Worker, progress_update
 from server_fixtures import ENDPOINT, Running
 
