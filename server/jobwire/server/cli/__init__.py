@@ -77,6 +77,8 @@ app.command(rich_help_panel=ADMIN_PANEL)(server_commands.migrate)
 
 endpoint_app.command("create")(admin_commands.endpoint_create)
 endpoint_app.command("list")(admin_commands.endpoint_list)
+endpoint_app.command("show")(admin_commands.endpoint_show)
+endpoint_app.command("secret")(admin_commands.endpoint_secret)
 endpoint_app.command("delete")(admin_commands.endpoint_delete)
 key_app.command("create")(admin_commands.key_create)
 key_app.command("list")(admin_commands.key_list)

@@ -7,12 +7,22 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from jobwire.server.cli.database import DatabaseOption, admin_service, run, settings_for
-from jobwire.server.cli.output import out, print_records
-from jobwire.server.model import Role
+from jobwire.server.cli.output import out, print_json, print_records
+from jobwire.server.model import Endpoint, Role
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The endpoint.", show_default=False)]
+
+
+def _settings_of(endpoint: Endpoint) -> dict[str, Any]:
+    """An endpoint's record without its webhook secret, which only `endpoint secret` prints."""
+    record = asdict(endpoint)
+    del record["webhook_secret"]
+    return record
 
 
 def endpoint_create(
@@ -36,7 +46,7 @@ def endpoint_list(database_url: DatabaseOption = None, as_json: JsonOption = Fal
 
     async def work() -> list[dict[str, Any]]:
         async with admin_service(settings_for(database_url)) as admin:
-            return [asdict(e) for e in await admin.list_endpoints()]
+            return [_settings_of(e) for e in await admin.list_endpoints()]
 
     rows = run(work)
     if as_json:
@@ -46,6 +56,46 @@ def endpoint_list(database_url: DatabaseOption = None, as_json: JsonOption = Fal
             out.print(
                 f"{row['name']}\ttimeout={row['execution_timeout_ms']}ms\tattempts={row['max_attempts']}"
             )
+
+
+def endpoint_show(name: NameArg, database_url: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Show an endpoint's settings (not its webhook secret: see `jobwire endpoint secret`)."""
+
+    async def work() -> dict[str, Any]:
+        async with admin_service(settings_for(database_url)) as admin:
+            return _settings_of(await admin.get_endpoint(name))
+
+    record = run(work)
+    if as_json:
+        out.print_json(data=record, default=str)
+        return
+    # Every field of the record, so settings added to endpoints show up here without a change.
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for field, value in record.items():
+        table.add_row(field, escape(str(value)))
+    out.print(table)
+
+
+def endpoint_secret(name: NameArg, database_url: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Print the endpoint's webhook signing secret.
+
+    Webhook receivers need it to verify deliveries (Standard Webhooks): `webhook-signature` is `v1,` and
+    the base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with this secret's text
+    as it is printed (its UTF-8 bytes; no `whsec_` prefix, no base64 decoding).
+    """
+
+    async def work() -> str:
+        async with admin_service(settings_for(database_url)) as admin:
+            return await admin.webhook_secret(name)
+
+    secret = run(work)
+    if as_json:
+        print_json({"endpoint": name, "secret": secret})
+    else:
+        # The bare secret on stdout, so scripts can capture it: SECRET=$(jobwire endpoint secret NAME).
+        print(secret)
 
 
 def endpoint_delete(name: str, database_url: DatabaseOption = None) -> None:
