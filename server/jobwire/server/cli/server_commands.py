@@ -94,9 +94,12 @@ def dev(
                 out.print(f"  gRPC  {server.grpc_target}  (jobwire.v1.JobService)")
                 out.print(f"  key   {created.secret}")
                 out.print(f"  worker  jobwire.worker.examples:echo is serving {endpoint}")
+                # One line even when stdout is not a terminal (Rich wraps at 80 columns there): it is
+                # copied and pasted whole.
                 out.print(
                     f"try:  curl -s -H 'Authorization: Bearer {created.secret}' "
-                    f'-d \'{{"input": {{"hello": "world"}}}}\' {server.http_url}/v2/{endpoint}/run'
+                    f'-d \'{{"input": {{"hello": "world"}}}}\' {server.http_url}/v2/{endpoint}/run',
+                    soft_wrap=True,
                 )
 
             async def example_worker() -> None:

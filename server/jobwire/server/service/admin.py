@@ -45,10 +45,6 @@ class AdminService:
             raise InvalidArgument("max attempts must be between 1 and 100")
         return await self._store.create_endpoint(name, execution_timeout_ms, max_attempts, self._clock.now())
 
-    async def ensure_endpoint(self, name: str) -> Endpoint:
-        existing = await self._store.get_endpoint(name)
-        return existing if existing is not None else await self.create_endpoint(name)
-
     async def get_endpoint(self, name: str) -> Endpoint:
         endpoint = await self._store.get_endpoint(name)
         if endpoint is None:
@@ -58,6 +54,10 @@ class AdminService:
     async def webhook_secret(self, name: str) -> str:
         """The secret that signs the endpoint's webhook deliveries, for their receivers to verify them."""
         return (await self.get_endpoint(name)).webhook_secret
+
+    async def ensure_endpoint(self, name: str) -> Endpoint:
+        existing = await self._store.get_endpoint(name)
+        return existing if existing is not None else await self.create_endpoint(name)
 
     async def list_endpoints(self) -> list[Endpoint]:
         return await self._store.list_endpoints()
