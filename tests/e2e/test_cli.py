@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -97,3 +98,37 @@ async def test_dev_starts_an_embedded_postgres_and_prints_a_working_key(tmp_path
     assert await asyncio.wait_for(process.wait(), timeout=60) == 0
     # dev started the embedded Postgres, so it stopped it too.
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+
+
+async def test_endpoint_secret_prints_the_webhook_signing_secret_and_show_never_does(
+    database_url: str,
+) -> None:
+    from jobwire.server.store import AdminStore, create_engine
+
+    db = ["--database-url", database_url]
+    assert (await jobwire("endpoint", "create", "demo", "--max-attempts", "5", *db))[0] == 0
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        stored = await AdminStore(engine).get_endpoint("demo")
+    finally:
+        await engine.dispose()
+    assert stored is not None and stored.webhook_secret
+
+    # The bare secret on stdout, the one that signs the endpoint's deliveries.
+    code, out, _ = await jobwire("endpoint", "secret", "demo", *db)
+    assert code == 0 and out == stored.webhook_secret + "\n"
+    code, out, _ = await jobwire("endpoint", "secret", "demo", "--json", *db)
+    assert code == 0 and json.loads(out) == {"endpoint": "demo", "secret": stored.webhook_secret}
+
+    code, out, _ = await jobwire("endpoint", "show", "demo", "--json", *db)
+    shown = json.loads(out)
+    assert code == 0 and shown["name"] == "demo" and shown["max_attempts"] == 5
+    assert "webhook_secret" not in shown and stored.webhook_secret not in out
+    code, out, _ = await jobwire("endpoint", "show", "demo", *db, env={"COLUMNS": "200"})
+    assert code == 0 and "max_attempts" in out and stored.webhook_secret not in out
+    code, out, _ = await jobwire("endpoint", "list", "--json", *db)
+    assert code == 0 and json.loads(out)[0]["name"] == "demo" and stored.webhook_secret not in out
+
+    for command in ("secret", "show"):
+        code, out, err = await jobwire("endpoint", command, "nope", *db)
+        assert code == 1 and out == "" and "'nope' not found" in err
