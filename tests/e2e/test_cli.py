@@ -132,3 +132,40 @@ async def test_endpoint_secret_prints_the_webhook_signing_secret_and_show_never_
     for command in ("secret", "show"):
         code, out, err = await jobwire("endpoint", command, "nope", *db)
         assert code == 1 and out == "" and "'nope' not found" in err
+
+
+async def test_endpoint_settings_are_set_at_creation_and_changed_later(database_url: str) -> None:
+    db = ["--database-url", database_url]
+    created = await jobwire(
+        "endpoint", "create", "tuned", "--run-retention-ms", "60000", "--workers-max", "2",
+        "--rate-limit", "run=50:5", *db,
+    )  # fmt: skip
+    assert created[0] == 0, created
+    code, out, _ = await jobwire("endpoint", "show", "tuned", "--json", *db)
+    shown = json.loads(out)
+    assert (shown["run_retention_ms"], shown["sync_retention_ms"], shown["workers_max"]) == (
+        60_000,
+        60_000,
+        2,
+    )
+    assert shown["rate_limits"] == {"run": {"limit": 50, "per_worker": 5}}
+
+    changed = await jobwire(
+        "endpoint", "set", "tuned", "--sync-retention-ms", "120000", "--no-workers-max",
+        "--rate-limit", "cancel=7", *db,
+    )  # fmt: skip
+    assert changed[0] == 0, changed
+    shown = json.loads((await jobwire("endpoint", "show", "tuned", "--json", *db))[1])
+    assert (shown["run_retention_ms"], shown["sync_retention_ms"], shown["workers_max"]) == (
+        60_000,
+        120_000,
+        None,
+    )
+    assert set(shown["rate_limits"]) == {"run", "cancel"}  # overrides are merged
+
+    code, _, err = await jobwire("endpoint", "set", "tuned", "--run-retention-ms", "5", *db)
+    assert code == 1 and "run_retention_ms must be between" in err
+    code, _, err = await jobwire("endpoint", "set", "tuned", "--rate-limit", "run=lots", *db)
+    assert code == 2 and "OP=LIMIT[:PER_WORKER]" in err
+    code, _, err = await jobwire("endpoint", "set", "tuned", *db)
+    assert code == 2 and "nothing to change" in err

@@ -76,6 +76,7 @@ app.command(
 app.command(rich_help_panel=ADMIN_PANEL)(server_commands.migrate)
 
 endpoint_app.command("create")(admin_commands.endpoint_create)
+endpoint_app.command("set")(admin_commands.endpoint_set)
 endpoint_app.command("list")(admin_commands.endpoint_list)
 endpoint_app.command("show")(admin_commands.endpoint_show)
 endpoint_app.command("secret")(admin_commands.endpoint_secret)

@@ -101,12 +101,6 @@ class AdminService:
             raise NotFound(f"endpoint {name!r} not found")
         return endpoint
 
-    async def get_endpoint(self, name: str) -> Endpoint:
-        endpoint = await self._store.get_endpoint(name)
-        if endpoint is None:
-            raise NotFound(f"endpoint {name!r} not found")
-        return endpoint
-
     async def webhook_secret(self, name: str) -> str:
         """The secret that signs the endpoint's webhook deliveries, for their receivers to verify them."""
         return (await self.get_endpoint(name)).webhook_secret
