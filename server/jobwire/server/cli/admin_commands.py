@@ -42,8 +42,7 @@ RateLimits = Annotated[
         "--rate-limit",
         metavar="OP=LIMIT[:PER_WORKER]",
         help=(
-            f"Requests per 10 s of an operation ({', '.join(OPERATIONS)}) and per running worker; "
-            "repeatable."
+            f"Requests per 10 s of an operation ({', '.join(OPERATIONS)}) and per running worker; repeatable."
         ),
     ),
 ]
