@@ -145,6 +145,18 @@ class MemoryJobs:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down")
         return jobs_pb2.HealthResponse(jobs=jobs_pb2.JobCounts(), workers=jobs_pb2.WorkerCounts())
 
+    async def list_requests(
+        self, request: jobs_pb2.ListRequestsRequest, context: CallContext
+    ) -> jobs_pb2.ListRequestsResponse:
+        self._see("list_requests", request, context)
+        return jobs_pb2.ListRequestsResponse()
+
+    async def list_endpoints(
+        self, request: jobs_pb2.ListEndpointsRequest, context: CallContext
+    ) -> jobs_pb2.ListEndpointsResponse:
+        self._see("list_endpoints", request, context)
+        return jobs_pb2.ListEndpointsResponse()
+
 
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[tuple[MemoryJobs, str]]:

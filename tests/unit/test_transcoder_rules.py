@@ -159,7 +159,9 @@ def test_templates_with_a_verb_rank_before_those_without() -> None:
 def test_job_service_routes() -> None:
     table = RouteTable.of(job_rpcs(), 1000)
     by_rpc = {(r.rpc.method.name, r.http_method): r for r in table.routes}
-    assert len(table.routes) == 13
+    assert len(table.routes) == 15
+    assert by_rpc["ListRequests", "GET"].template.source == "/v2/{endpoint_id}/requests"
+    assert by_rpc["ListEndpoints", "GET"].template.source == "/v1/endpoints"
     run = by_rpc["Run", "POST"]
     assert (run.template.source, run.body, run.response_body) == ("/v2/{endpoint_id}/run", "job", "job")
     assert run.max_body_bytes == 10 * 1024 * 1024
