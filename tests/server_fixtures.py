@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -14,8 +15,9 @@ import pytest
 
 from jobwire.server.app import GRPC_OPTIONS, JobwireServer
 from jobwire.server.config import Settings
-from jobwire.server.model import Role
+from jobwire.server.model import JobStatus, Role
 from jobwire.server.service.jobs import JobSettings
+from jobwire.server.store import JobStore
 from jobwire.v1 import jobs_pb2_grpc
 
 ENDPOINT = "ep"
@@ -78,3 +80,26 @@ async def running(server: JobwireServer, keys: dict[str, str] | None = None) -> 
 async def jobwire(database_url: str) -> AsyncIterator[Running]:
     async with running(await start_jobwire(database_url)) as service:
         yield service
+
+
+# ---- helpers shared by the REST tests ----------------------------------------------------------------
+
+
+async def claim_and(
+    jobwire: Running, status: JobStatus | None, output: bytes | None = None, error: str | None = None
+) -> str:
+    """Plays a worker through the store: claims the oldest job and, unless status is None, ends it."""
+    store = JobStore(jobwire.server.engine)
+    now = datetime.now(UTC)
+    (claimed,) = await store.claim_jobs(ENDPOINT, "w-test", 1, now + timedelta(seconds=30), now)
+    if status is not None:
+        await store.finish_job(claimed.job.id, claimed.job.attempt, status, output, error, datetime.now(UTC))
+    return claimed.job.id
+
+
+async def run(jobwire: Running, body: object = None, key: str = "client") -> httpx.Response:
+    return await jobwire.http.post(
+        f"/v2/{ENDPOINT}/run",
+        json={"input": {"prompt": "hi"}} if body is None else body,
+        headers=jobwire.headers(key),
+    )

@@ -6,34 +6,13 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from jobwire.server.model import JobStatus
 from jobwire.server.store import JobStore
-from server_fixtures import ENDPOINT, Running
+from server_fixtures import ENDPOINT, Running, claim_and, run
 
 MB = 1024 * 1024
-
-
-async def claim_and(
-    jobwire: Running, status: JobStatus | None, output: bytes | None = None, error: str | None = None
-) -> str:
-    """Plays a worker through the store: claims the oldest job and, unless status is None, ends it."""
-    store = JobStore(jobwire.server.engine)
-    now = datetime.now(UTC)
-    (claimed,) = await store.claim_jobs(ENDPOINT, "w-test", 1, now + timedelta(seconds=30), now)
-    if status is not None:
-        await store.finish_job(claimed.job.id, claimed.job.attempt, status, output, error, datetime.now(UTC))
-    return claimed.job.id
-
-
-async def run(jobwire: Running, body: object = None, key: str = "client") -> httpx.Response:
-    return await jobwire.http.post(
-        f"/v2/{ENDPOINT}/run",
-        json={"input": {"prompt": "hi"}} if body is None else body,
-        headers=jobwire.headers(key),
-    )
 
 
 async def test_run_answers_200_json_with_a_new_queued_id(jobwire: Running) -> None:

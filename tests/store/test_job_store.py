@@ -32,8 +32,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 async def store(engine: AsyncEngine, clock: ManualClock) -> JobStore:
     admin = AdminStore(engine)
-    await admin.create_endpoint(EP, 600_000, 3, clock.now())
-    await admin.create_endpoint("other", 600_000, 3, clock.now())
+    await admin.create_endpoint(EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3})
+    await admin.create_endpoint("other", clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3})
     return JobStore(engine)
 
 

@@ -75,7 +75,9 @@ PAIRS = [(a, b) for a, b in itertools.product(S, S) if a is not b and (a, b) != 
 @pytest.mark.parametrize(("start", "target"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
 async def test_transition(engine: AsyncEngine, start: JobStatus, target: JobStatus) -> None:
     clock = ManualClock()
-    await AdminStore(engine).create_endpoint(EP, 600_000, 3, clock.now())
+    await AdminStore(engine).create_endpoint(
+        EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
+    )
     store = JobStore(engine)
     await _put_in(store, clock, "j", start)
     moved = await _attempts(store, clock)[target]("j")

@@ -22,7 +22,9 @@ from jobwire.server.store import (
 @pytest.fixture
 async def workers(database_url: str) -> AsyncIterator[WorkerStore]:
     engine: AsyncEngine = create_engine(database_url)
-    await AdminStore(engine).create_endpoint("ep", 600_000, 3, ManualClock().now())
+    await AdminStore(engine).create_endpoint(
+        "ep", ManualClock().now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
+    )
     yield WorkerStore(engine)
     await engine.dispose()
 

@@ -293,6 +293,8 @@ def filled(descriptor: Descriptor, depth: int = 3) -> Message:
                 target["k"] = _value(value_field)
             elif depth:
                 target["k"].CopyFrom(filled(value_field.message_type, depth - 1))
+        elif sub is not None and sub.full_name == "google.protobuf.Timestamp" and not field.is_repeated:
+            getattr(message, field.name).FromSeconds(1_795_000_000)  # any valid instant
         elif sub is not None:
             if not depth:
                 continue

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from jobwire.v1 import job_pb2 as _job_pb2
 import builtins as _builtins
@@ -591,3 +592,188 @@ class WorkerCounts(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerCounts: _TypeAlias = WorkerCounts  # noqa: Y015
+
+@_typing.final
+class ListRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    limit: _builtins.int
+    """At most this many jobs per page, 1 to 500. Default 50."""
+    cursor: _builtins.str
+    """The `nextCursor` of the previous page; empty for the first page."""
+    @_builtins.property
+    def status(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobStatus.ValueType]:
+        """Only jobs in these states (repeat the query parameter for several); all states when empty."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        limit: _builtins.int | None = ...,
+        cursor: _builtins.str = ...,
+        status: _abc.Iterable[_job_pb2.JobStatus.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "cursor", b"cursor", "endpoint_id", b"endpoint_id", "limit", b"limit", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+
+Global___ListRequestsRequest: _TypeAlias = ListRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """Present while there are older jobs: pass it as `cursor` for the next page."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestSummary]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RequestSummary] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequestsResponse: _TypeAlias = ListRequestsResponse  # noqa: Y015
+
+@_typing.final
+class RequestSummary(_message.Message):
+    """One job as `/requests` lists it: state and timings, never input or output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    DELAY_TIME_FIELD_NUMBER: _builtins.int
+    EXECUTION_TIME_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    LOW_PRIORITY_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    status: _job_pb2.JobStatus.ValueType
+    kind: _builtins.str
+    """"run" or "runsync": the operation that submitted the job."""
+    delay_time: _builtins.int
+    """Milliseconds from submission to the start of the current attempt."""
+    execution_time: _builtins.int
+    """Milliseconds the attempt ran (until now, while it runs)."""
+    retries: _builtins.int
+    low_priority: _builtins.bool
+    worker_id: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: _job_pb2.JobStatus.ValueType = ...,
+        kind: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        delay_time: _builtins.int | None = ...,
+        execution_time: _builtins.int | None = ...,
+        retries: _builtins.int = ...,
+        low_priority: _builtins.bool = ...,
+        worker_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_time", b"_delay_time", "_execution_time", b"_execution_time", "_worker_id", b"_worker_id", "created_at", b"created_at", "delay_time", b"delay_time", "execution_time", b"execution_time", "finished_at", b"finished_at", "started_at", b"started_at", "worker_id", b"worker_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_time", b"_delay_time", "_execution_time", b"_execution_time", "_worker_id", b"_worker_id", "created_at", b"created_at", "delay_time", b"delay_time", "execution_time", b"execution_time", "finished_at", b"finished_at", "id", b"id", "kind", b"kind", "low_priority", b"low_priority", "retries", b"retries", "started_at", b"started_at", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_time: _TypeAlias = _typing.Literal["delay_time"]  # noqa: Y015
+    _WhichOneofArgType__delay_time: _TypeAlias = _typing.Literal["_delay_time", b"_delay_time"]  # noqa: Y015
+    _WhichOneofReturnType__execution_time: _TypeAlias = _typing.Literal["execution_time"]  # noqa: Y015
+    _WhichOneofArgType__execution_time: _TypeAlias = _typing.Literal["_execution_time", b"_execution_time"]  # noqa: Y015
+    _WhichOneofReturnType__worker_id: _TypeAlias = _typing.Literal["worker_id"]  # noqa: Y015
+    _WhichOneofArgType__worker_id: _TypeAlias = _typing.Literal["_worker_id", b"_worker_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_time) -> _WhichOneofReturnType__delay_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__execution_time) -> _WhichOneofReturnType__execution_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__worker_id) -> _WhichOneofReturnType__worker_id | None: ...
+
+Global___RequestSummary: _TypeAlias = RequestSummary  # noqa: Y015
+
+@_typing.final
+class ListEndpointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEndpointsRequest: _TypeAlias = ListEndpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListEndpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___EndpointSummary]: ...
+    def __init__(
+        self,
+        *,
+        endpoints: _abc.Iterable[Global___EndpointSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEndpointsResponse: _TypeAlias = ListEndpointsResponse  # noqa: Y015
+
+@_typing.final
+class EndpointSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def health(self) -> Global___HealthResponse: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        health: Global___HealthResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointSummary: _TypeAlias = EndpointSummary  # noqa: Y015

@@ -87,6 +87,16 @@ class JobServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobs__pb2.HealthRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobs__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/jobwire.v1.JobService/ListRequests',
+                request_serializer=jobwire_dot_v1_dot_jobs__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobs__pb2.ListRequestsResponse.FromString,
+                _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/jobwire.v1.JobService/ListEndpoints',
+                request_serializer=jobwire_dot_v1_dot_jobs__pb2.ListEndpointsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobs__pb2.ListEndpointsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -167,6 +177,22 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRequests(self, request, context):
+        """The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+        `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEndpoints(self, request, context):
+        """The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+        own endpoint for the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +245,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=jobwire_dot_v1_dot_jobs__pb2.HealthRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobs__pb2.HealthResponse.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=jobwire_dot_v1_dot_jobs__pb2.ListRequestsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobs__pb2.ListRequestsResponse.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=jobwire_dot_v1_dot_jobs__pb2.ListEndpointsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobs__pb2.ListEndpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +530,60 @@ class JobService:
             '/jobwire.v1.JobService/Health',
             jobwire_dot_v1_dot_jobs__pb2.HealthRequest.SerializeToString,
             jobwire_dot_v1_dot_jobs__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.JobService/ListRequests',
+            jobwire_dot_v1_dot_jobs__pb2.ListRequestsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobs__pb2.ListRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.JobService/ListEndpoints',
+            jobwire_dot_v1_dot_jobs__pb2.ListEndpointsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobs__pb2.ListEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

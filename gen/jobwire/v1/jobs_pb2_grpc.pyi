@@ -60,6 +60,14 @@ class JobServiceStub:
     """Removes every queued job of the endpoint; running jobs are untouched."""
     Health: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.HealthRequest, _jobs_pb2.HealthResponse]
     """Job and worker counts of the endpoint."""
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListRequestsRequest, _jobs_pb2.ListRequestsResponse]
+    """The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+    `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+    """
+    ListEndpoints: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListEndpointsRequest, _jobs_pb2.ListEndpointsResponse]
+    """The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+    own endpoint for the others.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -93,6 +101,14 @@ class JobServiceAsyncStub(JobServiceStub):
     """Removes every queued job of the endpoint; running jobs are untouched."""
     Health: _aio.UnaryUnaryMultiCallable[_jobs_pb2.HealthRequest, _jobs_pb2.HealthResponse]  # type: ignore[assignment]
     """Job and worker counts of the endpoint."""
+    ListRequests: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListRequestsRequest, _jobs_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+    `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+    """
+    ListEndpoints: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListEndpointsRequest, _jobs_pb2.ListEndpointsResponse]  # type: ignore[assignment]
+    """The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+    own endpoint for the others.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """The client API of a jobwire endpoint. Every RPC is also served over HTTP/JSON at Runpod's
@@ -183,5 +199,25 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.HealthResponse, _abc.Awaitable[_jobs_pb2.HealthResponse]]:
         """Job and worker counts of the endpoint."""
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _jobs_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListRequestsResponse, _abc.Awaitable[_jobs_pb2.ListRequestsResponse]]:
+        """The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+        `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEndpoints(
+        self,
+        request: _jobs_pb2.ListEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListEndpointsResponse, _abc.Awaitable[_jobs_pb2.ListEndpointsResponse]]:
+        """The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+        own endpoint for the others.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -42,6 +42,7 @@ from jobwire.server.store import (
     libpq_dsn,
 )
 from jobwire.server.store.database import JOB_QUEUED
+from jobwire.server.store.listings import ListingStore
 from jobwire.server.store.migrate import current_revision, head_revision, upgrade
 from jobwire.server.store.stats import StatsStore
 
@@ -117,7 +118,9 @@ class JobwireServer:
         self.admin = AdminService(AdminStore(self.engine), self.clock)
         self.auth = Authenticator(AdminStore(self.engine), self.clock)
         store, workers = JobStore(self.engine), WorkerStore(self.engine)
-        self.jobs = JobService(store, self.events, self.clock, job_settings, workers)
+        self.jobs = JobService(
+            store, self.events, self.clock, job_settings, workers, ListingStore(self.engine)
+        )
         self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings, obs.dispatch)
         self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock), obs.rpc)
         self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth), obs.rpc)

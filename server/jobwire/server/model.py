@@ -7,6 +7,7 @@ dataclasses are what travels between the layers.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -69,6 +70,24 @@ class Priority(enum.IntEnum):
     LOW = 1
 
 
+#: Rate-limited operations of an endpoint, as Runpod groups them (`status` also covers status-sync,
+#: both stream reads and health; `cancel` also covers retry).
+OPERATIONS = ("run", "runsync", "status", "cancel", "purge-queue", "requests", "openai")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per 10-second window for one operation of one endpoint."""
+
+    #: The base limit.
+    limit: int
+    #: Added per running worker: the limit is max(limit, running_workers x per_worker), as Runpod's.
+    per_worker: int = 0
+
+    def effective(self, running_workers: int) -> int:
+        return max(self.limit, running_workers * self.per_worker)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     name: str
@@ -79,6 +98,15 @@ class Endpoint:
     max_attempts: int
     #: Signs webhook deliveries (HMAC-SHA256); never returned by the API.
     webhook_secret: str = field(default="", repr=False)
+    #: How long the results of /run jobs stay readable after they end, in milliseconds.
+    run_retention_ms: int = 30 * 60 * 1000
+    #: The same for /runsync jobs (a longer `wait` extends it for that job).
+    sync_retention_ms: int = 60 * 1000
+    #: Runpod's workersMax: new jobs get 429 once the queue exceeds 50 and workers_max x 500.
+    #: None: no queue-size limit.
+    workers_max: int | None = None
+    #: Per-operation overrides of the default rate limits (jobwire.server.service.limits).
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +174,18 @@ class Job:
         if self.started_at is None:
             return None
         return _ms((self.finished_at or now) - self.started_at)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as `/requests` lists it: its view without output, and how it was submitted."""
+
+    job: Job
+    #: Position in submission order; the listing's cursor.
+    seq: int
+    created_at: datetime
+    sync: bool
+    low_priority: bool
 
 
 @dataclass(frozen=True)

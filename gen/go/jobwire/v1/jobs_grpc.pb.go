@@ -39,6 +39,12 @@ type JobServiceClient interface {
 	PurgeQueue(ctx context.Context, in *PurgeQueueRequest, opts ...grpc.CallOption) (*PurgeQueueResponse, error)
 	// Job and worker counts of the endpoint.
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
+	// The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+	// `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+	ListRequests(ctx context.Context, in *ListRequestsRequest, opts ...grpc.CallOption) (*ListRequestsResponse, error)
+	// The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+	// own endpoint for the others.
+	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
 }
 
 type jobServiceClient struct {
@@ -162,6 +168,24 @@ func (c *jobServiceClient) Health(ctx context.Context, in *HealthRequest, opts .
 	return out, nil
 }
 
+func (c *jobServiceClient) ListRequests(ctx context.Context, in *ListRequestsRequest, opts ...grpc.CallOption) (*ListRequestsResponse, error) {
+	out := new(ListRequestsResponse)
+	err := c.cc.Invoke(ctx, "/jobwire.v1.JobService/ListRequests", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error) {
+	out := new(ListEndpointsResponse)
+	err := c.cc.Invoke(ctx, "/jobwire.v1.JobService/ListEndpoints", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility
@@ -188,6 +212,12 @@ type JobServiceServer interface {
 	PurgeQueue(context.Context, *PurgeQueueRequest) (*PurgeQueueResponse, error)
 	// Job and worker counts of the endpoint.
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	// The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+	// `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+	ListRequests(context.Context, *ListRequestsRequest) (*ListRequestsResponse, error)
+	// The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+	// own endpoint for the others.
+	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -224,6 +254,12 @@ func (UnimplementedJobServiceServer) PurgeQueue(context.Context, *PurgeQueueRequ
 }
 func (UnimplementedJobServiceServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Health not implemented")
+}
+func (UnimplementedJobServiceServer) ListRequests(context.Context, *ListRequestsRequest) (*ListRequestsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRequests not implemented")
+}
+func (UnimplementedJobServiceServer) ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListEndpoints not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 
@@ -421,6 +457,42 @@ func _JobService_Health_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ListRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/jobwire.v1.JobService/ListRequests",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListRequests(ctx, req.(*ListRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ListEndpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEndpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListEndpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/jobwire.v1.JobService/ListEndpoints",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListEndpoints(ctx, req.(*ListEndpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _JobService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "jobwire.v1.JobService",
 	HandlerType: (*JobServiceServer)(nil),
@@ -460,6 +532,14 @@ var _JobService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Health",
 			Handler:    _JobService_Health_Handler,
+		},
+		{
+			MethodName: "ListRequests",
+			Handler:    _JobService_ListRequests_Handler,
+		},
+		{
+			MethodName: "ListEndpoints",
+			Handler:    _JobService_ListEndpoints_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -5,6 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Job, JobStatus, JobSubmission, StreamOutput } from "./job_pb.js";
 import { file_jobwire_v1_job } from "./job_pb.js";
 import { file_jobwire_v1_options } from "./options_pb.js";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobwire/v1/jobs.proto.
  */
 export const file_jobwire_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChVqb2J3aXJlL3YxL2pvYnMucHJvdG8SCmpvYndpcmUudjEiYgoKUnVuUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIisKC1J1blJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIoIBCg5SdW5TeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SEQoEd2FpdBgDIAEoDUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIHCgVfd2FpdCIvCg9SdW5TeW5jUmVzcG9uc2USHAoDam9iGAEgASgLMg8uam9id2lyZS52MS5Kb2IiTgoNU3RhdHVzUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEAoDdHRsGAMgASgNSACIAQFCBgoEX3R0bCIuCg5TdGF0dXNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJUChFTdGF0dXNTeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoEd2FpdBgDIAEoDUgAiAEBQgcKBV93YWl0IjIKElN0YXR1c1N5bmNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJGCg1TdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIQCghmcm9tX3NlcRgDIAEoDSJeCg5TdHJlYW1SZXNwb25zZRIiCgVjaHVuaxgBIAEoCzIRLmpvYndpcmUudjEuQ2h1bmtIABIfCgRkb25lGAIgASgLMg8uam9id2lyZS52MS5Kb2JIAEIHCgVldmVudCIqCgVDaHVuaxILCgNzZXEYASABKA0SFAoGb3V0cHV0GAIgASgMQgTI2hgBIlQKEVJlYWRTdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIRCgR3YWl0GAMgASgNSACIAQFCBwoFX3dhaXQicQoSUmVhZFN0cmVhbVJlc3BvbnNlEgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEigKBnN0cmVhbRgDIAMoCzIYLmpvYndpcmUudjEuU3RyZWFtT3V0cHV0IjQKDUNhbmNlbFJlcXVlc3QSEwoLZW5kcG9pbnRfaWQYASABKAkSDgoGam9iX2lkGAIgASgJIi4KDkNhbmNlbFJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIjMKDFJldHJ5UmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNUmV0cnlSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiIoChFQdXJnZVF1ZXVlUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSI1ChJQdXJnZVF1ZXVlUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDRIOCgZzdGF0dXMYAiABKAkiJAoNSGVhbHRoUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSJgCg5IZWFsdGhSZXNwb25zZRIjCgRqb2JzGAEgASgLMhUuam9id2lyZS52MS5Kb2JDb3VudHMSKQoHd29ya2VycxgCIAEoCzIYLmpvYndpcmUudjEuV29ya2VyQ291bnRzImYKCUpvYkNvdW50cxIRCgljb21wbGV0ZWQYASABKA0SDgoGZmFpbGVkGAIgASgNEhMKC2luX3Byb2dyZXNzGAMgASgNEhAKCGluX3F1ZXVlGAQgASgNEg8KB3JldHJpZWQYBSABKA0ieAoMV29ya2VyQ291bnRzEgwKBGlkbGUYASABKA0SFAoMaW5pdGlhbGl6aW5nGAIgASgNEg0KBXJlYWR5GAMgASgNEg8KB3J1bm5pbmcYBCABKA0SEQoJdGhyb3R0bGVkGAUgASgNEhEKCXVuaGVhbHRoeRgGIAEoDTKCCgoKSm9iU2VydmljZRJmCgNSdW4SFi5qb2J3aXJlLnYxLlJ1blJlcXVlc3QaFy5qb2J3aXJlLnYxLlJ1blJlc3BvbnNlIi7Q2hiAgIAFgtPkkwIhIhUvdjIve2VuZHBvaW50X2lkfS9ydW46A2pvYmIDam9iEnYKB1J1blN5bmMSGi5qb2J3aXJlLnYxLlJ1blN5bmNSZXF1ZXN0Ghsuam9id2lyZS52MS5SdW5TeW5jUmVzcG9uc2UiMtDaGICAgAqC0+STAiUiGS92Mi97ZW5kcG9pbnRfaWR9L3J1bnN5bmM6A2pvYmIDam9iEpkBCgZTdGF0dXMSGS5qb2J3aXJlLnYxLlN0YXR1c1JlcXVlc3QaGi5qb2J3aXJlLnYxLlN0YXR1c1Jlc3BvbnNlIliC0+STAlISIS92Mi97ZW5kcG9pbnRfaWR9L3N0YXR1cy97am9iX2lkfVooIiEvdjIve2VuZHBvaW50X2lkfS9zdGF0dXMve2pvYl9pZH1iA2pvYmIDam9iEq8BCgpTdGF0dXNTeW5jEh0uam9id2lyZS52MS5TdGF0dXNTeW5jUmVxdWVzdBoeLmpvYndpcmUudjEuU3RhdHVzU3luY1Jlc3BvbnNlImKC0+STAlwSJi92Mi97ZW5kcG9pbnRfaWR9L3N0YXR1cy1zeW5jL3tqb2JfaWR9Wi0iJi92Mi97ZW5kcG9pbnRfaWR9L3N0YXR1cy1zeW5jL3tqb2JfaWR9YgNqb2JiA2pvYhJzCgZTdHJlYW0SGS5qb2J3aXJlLnYxLlN0cmVhbVJlcXVlc3QaGi5qb2J3aXJlLnYxLlN0cmVhbVJlc3BvbnNlIjCC0+STAioSKC92Mi97ZW5kcG9pbnRfaWR9L3N0cmVhbS97am9iX2lkfTpmb2xsb3cwARKbAQoKUmVhZFN0cmVhbRIdLmpvYndpcmUudjEuUmVhZFN0cmVhbVJlcXVlc3QaHi5qb2J3aXJlLnYxLlJlYWRTdHJlYW1SZXNwb25zZSJOgtPkkwJIEiEvdjIve2VuZHBvaW50X2lkfS9zdHJlYW0ve2pvYl9pZH1aIyIhL3YyL3tlbmRwb2ludF9pZH0vc3RyZWFtL3tqb2JfaWR9Em8KBkNhbmNlbBIZLmpvYndpcmUudjEuQ2FuY2VsUmVxdWVzdBoaLmpvYndpcmUudjEuQ2FuY2VsUmVzcG9uc2UiLoLT5JMCKCIhL3YyL3tlbmRwb2ludF9pZH0vY2FuY2VsL3tqb2JfaWR9YgNqb2ISawoFUmV0cnkSGC5qb2J3aXJlLnYxLlJldHJ5UmVxdWVzdBoZLmpvYndpcmUudjEuUmV0cnlSZXNwb25zZSItgtPkkwInIiAvdjIve2VuZHBvaW50X2lkfS9yZXRyeS97am9iX2lkfWIDam9iEnIKClB1cmdlUXVldWUSHS5qb2J3aXJlLnYxLlB1cmdlUXVldWVSZXF1ZXN0Gh4uam9id2lyZS52MS5QdXJnZVF1ZXVlUmVzcG9uc2UiJYLT5JMCHyIdL3YyL3tlbmRwb2ludF9pZH0vcHVyZ2UtcXVldWUSYQoGSGVhbHRoEhkuam9id2lyZS52MS5IZWFsdGhSZXF1ZXN0Ghouam9id2lyZS52MS5IZWFsdGhSZXNwb25zZSIggtPkkwIaEhgvdjIve2VuZHBvaW50X2lkfS9oZWFsdGhiBnByb3RvMw", [file_google_api_annotations, file_jobwire_v1_job, file_jobwire_v1_options]);
+  fileDesc("ChVqb2J3aXJlL3YxL2pvYnMucHJvdG8SCmpvYndpcmUudjEiYgoKUnVuUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIisKC1J1blJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIoIBCg5SdW5TeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SEQoEd2FpdBgDIAEoDUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIHCgVfd2FpdCIvCg9SdW5TeW5jUmVzcG9uc2USHAoDam9iGAEgASgLMg8uam9id2lyZS52MS5Kb2IiTgoNU3RhdHVzUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEAoDdHRsGAMgASgNSACIAQFCBgoEX3R0bCIuCg5TdGF0dXNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJUChFTdGF0dXNTeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoEd2FpdBgDIAEoDUgAiAEBQgcKBV93YWl0IjIKElN0YXR1c1N5bmNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJGCg1TdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIQCghmcm9tX3NlcRgDIAEoDSJeCg5TdHJlYW1SZXNwb25zZRIiCgVjaHVuaxgBIAEoCzIRLmpvYndpcmUudjEuQ2h1bmtIABIfCgRkb25lGAIgASgLMg8uam9id2lyZS52MS5Kb2JIAEIHCgVldmVudCIqCgVDaHVuaxILCgNzZXEYASABKA0SFAoGb3V0cHV0GAIgASgMQgTI2hgBIlQKEVJlYWRTdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIRCgR3YWl0GAMgASgNSACIAQFCBwoFX3dhaXQicQoSUmVhZFN0cmVhbVJlc3BvbnNlEgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEigKBnN0cmVhbRgDIAMoCzIYLmpvYndpcmUudjEuU3RyZWFtT3V0cHV0IjQKDUNhbmNlbFJlcXVlc3QSEwoLZW5kcG9pbnRfaWQYASABKAkSDgoGam9iX2lkGAIgASgJIi4KDkNhbmNlbFJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIjMKDFJldHJ5UmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNUmV0cnlSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiIoChFQdXJnZVF1ZXVlUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSI1ChJQdXJnZVF1ZXVlUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDRIOCgZzdGF0dXMYAiABKAkiJAoNSGVhbHRoUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSJgCg5IZWFsdGhSZXNwb25zZRIjCgRqb2JzGAEgASgLMhUuam9id2lyZS52MS5Kb2JDb3VudHMSKQoHd29ya2VycxgCIAEoCzIYLmpvYndpcmUudjEuV29ya2VyQ291bnRzImYKCUpvYkNvdW50cxIRCgljb21wbGV0ZWQYASABKA0SDgoGZmFpbGVkGAIgASgNEhMKC2luX3Byb2dyZXNzGAMgASgNEhAKCGluX3F1ZXVlGAQgASgNEg8KB3JldHJpZWQYBSABKA0ieAoMV29ya2VyQ291bnRzEgwKBGlkbGUYASABKA0SFAoMaW5pdGlhbGl6aW5nGAIgASgNEg0KBXJlYWR5GAMgASgNEg8KB3J1bm5pbmcYBCABKA0SEQoJdGhyb3R0bGVkGAUgASgNEhEKCXVuaGVhbHRoeRgGIAEoDSJ/ChNMaXN0UmVxdWVzdHNSZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEhIKBWxpbWl0GAIgASgNSACIAQESDgoGY3Vyc29yGAMgASgJEiUKBnN0YXR1cxgEIAMoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzQggKBl9saW1pdCJZChRMaXN0UmVxdWVzdHNSZXNwb25zZRIsCghyZXF1ZXN0cxgBIAMoCzIaLmpvYndpcmUudjEuUmVxdWVzdFN1bW1hcnkSEwoLbmV4dF9jdXJzb3IYAiABKAkihwMKDlJlcXVlc3RTdW1tYXJ5EgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEgwKBGtpbmQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmRlbGF5X3RpbWUYByABKA1IAIgBARIbCg5leGVjdXRpb25fdGltZRgIIAEoDUgBiAEBEg8KB3JldHJpZXMYCSABKA0SFAoMbG93X3ByaW9yaXR5GAogASgIEhYKCXdvcmtlcl9pZBgLIAEoCUgCiAEBQg0KC19kZWxheV90aW1lQhEKD19leGVjdXRpb25fdGltZUIMCgpfd29ya2VyX2lkIhYKFExpc3RFbmRwb2ludHNSZXF1ZXN0IkcKFUxpc3RFbmRwb2ludHNSZXNwb25zZRIuCgllbmRwb2ludHMYASADKAsyGy5qb2J3aXJlLnYxLkVuZHBvaW50U3VtbWFyeSJLCg9FbmRwb2ludFN1bW1hcnkSDAoEbmFtZRgBIAEoCRIqCgZoZWFsdGgYAiABKAsyGi5qb2J3aXJlLnYxLkhlYWx0aFJlc3BvbnNlMuYLCgpKb2JTZXJ2aWNlEmYKA1J1bhIWLmpvYndpcmUudjEuUnVuUmVxdWVzdBoXLmpvYndpcmUudjEuUnVuUmVzcG9uc2UiLtDaGICAgAWC0+STAiEiFS92Mi97ZW5kcG9pbnRfaWR9L3J1bjoDam9iYgNqb2ISdgoHUnVuU3luYxIaLmpvYndpcmUudjEuUnVuU3luY1JlcXVlc3QaGy5qb2J3aXJlLnYxLlJ1blN5bmNSZXNwb25zZSIy0NoYgICACoLT5JMCJSIZL3YyL3tlbmRwb2ludF9pZH0vcnVuc3luYzoDam9iYgNqb2ISmQEKBlN0YXR1cxIZLmpvYndpcmUudjEuU3RhdHVzUmVxdWVzdBoaLmpvYndpcmUudjEuU3RhdHVzUmVzcG9uc2UiWILT5JMCUhIhL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzL3tqb2JfaWR9WigiIS92Mi97ZW5kcG9pbnRfaWR9L3N0YXR1cy97am9iX2lkfWIDam9iYgNqb2ISrwEKClN0YXR1c1N5bmMSHS5qb2J3aXJlLnYxLlN0YXR1c1N5bmNSZXF1ZXN0Gh4uam9id2lyZS52MS5TdGF0dXNTeW5jUmVzcG9uc2UiYoLT5JMCXBImL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzLXN5bmMve2pvYl9pZH1aLSImL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzLXN5bmMve2pvYl9pZH1iA2pvYmIDam9iEnMKBlN0cmVhbRIZLmpvYndpcmUudjEuU3RyZWFtUmVxdWVzdBoaLmpvYndpcmUudjEuU3RyZWFtUmVzcG9uc2UiMILT5JMCKhIoL3YyL3tlbmRwb2ludF9pZH0vc3RyZWFtL3tqb2JfaWR9OmZvbGxvdzABEpsBCgpSZWFkU3RyZWFtEh0uam9id2lyZS52MS5SZWFkU3RyZWFtUmVxdWVzdBoeLmpvYndpcmUudjEuUmVhZFN0cmVhbVJlc3BvbnNlIk6C0+STAkgSIS92Mi97ZW5kcG9pbnRfaWR9L3N0cmVhbS97am9iX2lkfVojIiEvdjIve2VuZHBvaW50X2lkfS9zdHJlYW0ve2pvYl9pZH0SbwoGQ2FuY2VsEhkuam9id2lyZS52MS5DYW5jZWxSZXF1ZXN0Ghouam9id2lyZS52MS5DYW5jZWxSZXNwb25zZSIugtPkkwIoIiEvdjIve2VuZHBvaW50X2lkfS9jYW5jZWwve2pvYl9pZH1iA2pvYhJrCgVSZXRyeRIYLmpvYndpcmUudjEuUmV0cnlSZXF1ZXN0Ghkuam9id2lyZS52MS5SZXRyeVJlc3BvbnNlIi2C0+STAiciIC92Mi97ZW5kcG9pbnRfaWR9L3JldHJ5L3tqb2JfaWR9YgNqb2IScgoKUHVyZ2VRdWV1ZRIdLmpvYndpcmUudjEuUHVyZ2VRdWV1ZVJlcXVlc3QaHi5qb2J3aXJlLnYxLlB1cmdlUXVldWVSZXNwb25zZSIlgtPkkwIfIh0vdjIve2VuZHBvaW50X2lkfS9wdXJnZS1xdWV1ZRJhCgZIZWFsdGgSGS5qb2J3aXJlLnYxLkhlYWx0aFJlcXVlc3QaGi5qb2J3aXJlLnYxLkhlYWx0aFJlc3BvbnNlIiCC0+STAhoSGC92Mi97ZW5kcG9pbnRfaWR9L2hlYWx0aBJ1CgxMaXN0UmVxdWVzdHMSHy5qb2J3aXJlLnYxLkxpc3RSZXF1ZXN0c1JlcXVlc3QaIC5qb2J3aXJlLnYxLkxpc3RSZXF1ZXN0c1Jlc3BvbnNlIiKC0+STAhwSGi92Mi97ZW5kcG9pbnRfaWR9L3JlcXVlc3RzEmsKDUxpc3RFbmRwb2ludHMSIC5qb2J3aXJlLnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0GiEuam9id2lyZS52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2UiFYLT5JMCDxINL3YxL2VuZHBvaW50c2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_jobwire_v1_job, file_jobwire_v1_options]);
 
 /**
  * @generated from message jobwire.v1.RunRequest
@@ -596,6 +598,195 @@ export const WorkerCountsSchema: GenMessage<WorkerCounts> = /*@__PURE__*/
   messageDesc(file_jobwire_v1_jobs, 22);
 
 /**
+ * @generated from message jobwire.v1.ListRequestsRequest
+ */
+export type ListRequestsRequest = Message<"jobwire.v1.ListRequestsRequest"> & {
+  /**
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * At most this many jobs per page, 1 to 500. Default 50.
+   *
+   * @generated from field: optional uint32 limit = 2;
+   */
+  limit?: number | undefined;
+
+  /**
+   * The `nextCursor` of the previous page; empty for the first page.
+   *
+   * @generated from field: string cursor = 3;
+   */
+  cursor: string;
+
+  /**
+   * Only jobs in these states (repeat the query parameter for several); all states when empty.
+   *
+   * @generated from field: repeated jobwire.v1.JobStatus status = 4;
+   */
+  status: JobStatus[];
+};
+
+/**
+ * Describes the message jobwire.v1.ListRequestsRequest.
+ * Use `create(ListRequestsRequestSchema)` to create a new message.
+ */
+export const ListRequestsRequestSchema: GenMessage<ListRequestsRequest> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 23);
+
+/**
+ * @generated from message jobwire.v1.ListRequestsResponse
+ */
+export type ListRequestsResponse = Message<"jobwire.v1.ListRequestsResponse"> & {
+  /**
+   * @generated from field: repeated jobwire.v1.RequestSummary requests = 1;
+   */
+  requests: RequestSummary[];
+
+  /**
+   * Present while there are older jobs: pass it as `cursor` for the next page.
+   *
+   * @generated from field: string next_cursor = 2;
+   */
+  nextCursor: string;
+};
+
+/**
+ * Describes the message jobwire.v1.ListRequestsResponse.
+ * Use `create(ListRequestsResponseSchema)` to create a new message.
+ */
+export const ListRequestsResponseSchema: GenMessage<ListRequestsResponse> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 24);
+
+/**
+ * One job as `/requests` lists it: state and timings, never input or output.
+ *
+ * @generated from message jobwire.v1.RequestSummary
+ */
+export type RequestSummary = Message<"jobwire.v1.RequestSummary"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: jobwire.v1.JobStatus status = 2;
+   */
+  status: JobStatus;
+
+  /**
+   * "run" or "runsync": the operation that submitted the job.
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 6;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * Milliseconds from submission to the start of the current attempt.
+   *
+   * @generated from field: optional uint32 delay_time = 7;
+   */
+  delayTime?: number | undefined;
+
+  /**
+   * Milliseconds the attempt ran (until now, while it runs).
+   *
+   * @generated from field: optional uint32 execution_time = 8;
+   */
+  executionTime?: number | undefined;
+
+  /**
+   * @generated from field: uint32 retries = 9;
+   */
+  retries: number;
+
+  /**
+   * @generated from field: bool low_priority = 10;
+   */
+  lowPriority: boolean;
+
+  /**
+   * @generated from field: optional string worker_id = 11;
+   */
+  workerId?: string | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.RequestSummary.
+ * Use `create(RequestSummarySchema)` to create a new message.
+ */
+export const RequestSummarySchema: GenMessage<RequestSummary> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 25);
+
+/**
+ * @generated from message jobwire.v1.ListEndpointsRequest
+ */
+export type ListEndpointsRequest = Message<"jobwire.v1.ListEndpointsRequest"> & {
+};
+
+/**
+ * Describes the message jobwire.v1.ListEndpointsRequest.
+ * Use `create(ListEndpointsRequestSchema)` to create a new message.
+ */
+export const ListEndpointsRequestSchema: GenMessage<ListEndpointsRequest> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 26);
+
+/**
+ * @generated from message jobwire.v1.ListEndpointsResponse
+ */
+export type ListEndpointsResponse = Message<"jobwire.v1.ListEndpointsResponse"> & {
+  /**
+   * @generated from field: repeated jobwire.v1.EndpointSummary endpoints = 1;
+   */
+  endpoints: EndpointSummary[];
+};
+
+/**
+ * Describes the message jobwire.v1.ListEndpointsResponse.
+ * Use `create(ListEndpointsResponseSchema)` to create a new message.
+ */
+export const ListEndpointsResponseSchema: GenMessage<ListEndpointsResponse> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 27);
+
+/**
+ * @generated from message jobwire.v1.EndpointSummary
+ */
+export type EndpointSummary = Message<"jobwire.v1.EndpointSummary"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: jobwire.v1.HealthResponse health = 2;
+   */
+  health?: HealthResponse | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.EndpointSummary.
+ * Use `create(EndpointSummarySchema)` to create a new message.
+ */
+export const EndpointSummarySchema: GenMessage<EndpointSummary> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 28);
+
+/**
  * The client API of a jobwire endpoint. Every RPC is also served over HTTP/JSON at Runpod's
  * `/v2/{endpoint_id}/...` URLs, with the bodies Runpod's SDKs expect. Requests carry the API key in
  * the `authorization` metadata (`Bearer KEY` or the bare key).
@@ -704,6 +895,28 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof HealthRequestSchema;
     output: typeof HealthResponseSchema;
+  },
+  /**
+   * The endpoint's jobs, newest first, one page at a time, without inputs or outputs. Runpod names
+   * `/requests` in its rate-limit table without documenting a shape; this shape is jobwire's.
+   *
+   * @generated from rpc jobwire.v1.JobService.ListRequests
+   */
+  listRequests: {
+    methodKind: "unary";
+    input: typeof ListRequestsRequestSchema;
+    output: typeof ListRequestsResponseSchema;
+  },
+  /**
+   * The endpoints the key may see, each with its health: every endpoint for an admin key, the key's
+   * own endpoint for the others.
+   *
+   * @generated from rpc jobwire.v1.JobService.ListEndpoints
+   */
+  listEndpoints: {
+    methodKind: "unary";
+    input: typeof ListEndpointsRequestSchema;
+    output: typeof ListEndpointsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_jobwire_v1_jobs, 0);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from jobwire.server.model import Chunk, Job, JobCounts, JobStatus
+from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, JobSummary
 from jobwire.server.service.jobs import Submission
 from jobwire.server.store import WorkerCounts
 from jobwire.v1 import job_pb2, jobs_pb2
@@ -31,12 +31,7 @@ def status(value: JobStatus) -> job_pb2.JobStatus.ValueType:
 
 def job(view: Job, now: datetime) -> job_pb2.Job:
     message = job_pb2.Job(id=view.id, status=status(view.status))
-    delay = view.delay_ms()
-    if delay is not None:
-        message.delay_time = min(delay, _UINT32_MAX)
-    execution = view.execution_ms(now)
-    if execution is not None:
-        message.execution_time = min(execution, _UINT32_MAX)
+    _timings(message, view, now)
     if view.output is not None:
         message.output = view.output
     if view.error is not None:
@@ -46,6 +41,35 @@ def job(view: Job, now: datetime) -> job_pb2.Job:
     if view.worker_id is not None:
         message.worker_id = view.worker_id
     return message
+
+
+def request_summary(summary: JobSummary, now: datetime) -> jobs_pb2.RequestSummary:
+    view = summary.job
+    message = jobs_pb2.RequestSummary(
+        id=view.id,
+        status=status(view.status),
+        kind="runsync" if summary.sync else "run",
+        retries=view.retries,
+        low_priority=summary.low_priority,
+    )
+    message.created_at.FromDatetime(summary.created_at)
+    if view.started_at is not None:
+        message.started_at.FromDatetime(view.started_at)
+    if view.finished_at is not None:
+        message.finished_at.FromDatetime(view.finished_at)
+    _timings(message, view, now)
+    if view.worker_id is not None:
+        message.worker_id = view.worker_id
+    return message
+
+
+def _timings(message: job_pb2.Job | jobs_pb2.RequestSummary, view: Job, now: datetime) -> None:
+    delay = view.delay_ms()
+    if delay is not None:
+        message.delay_time = min(delay, _UINT32_MAX)
+    execution = view.execution_ms(now)
+    if execution is not None:
+        message.execution_time = min(execution, _UINT32_MAX)
 
 
 def health(counts: JobCounts, workers: WorkerCounts) -> jobs_pb2.HealthResponse:

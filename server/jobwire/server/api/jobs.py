@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from jobwire.server.api import convert
 from jobwire.server.api.context import CallContext, metadata_value
 from jobwire.server.clock import Clock
-from jobwire.server.model import Chunk, Endpoint, Role
+from jobwire.server.model import Chunk, Endpoint, JobStatus, Role
 from jobwire.server.service.auth import Authenticator
 from jobwire.server.service.jobs import JobService
 from jobwire.v1 import job_pb2, jobs_pb2, options_pb2
@@ -130,3 +130,28 @@ class JobApi:
             self._service.counts(endpoint), self._service.worker_counts(endpoint)
         )
         return convert.health(counts, workers)
+
+    async def list_requests(
+        self, request: jobs_pb2.ListRequestsRequest, context: CallContext
+    ) -> jobs_pb2.ListRequestsResponse:
+        endpoint = await self._endpoint(context, request.endpoint_id)
+        statuses = frozenset(JobStatus(job_pb2.JobStatus.Name(s)) for s in request.status if s)
+        limit = request.limit if request.HasField("limit") else None
+        page, cursor = await self._service.list_requests(endpoint, limit, request.cursor, statuses)
+        now = self._clock.now()
+        return jobs_pb2.ListRequestsResponse(
+            requests=[convert.request_summary(summary, now) for summary in page], next_cursor=cursor or ""
+        )
+
+    async def list_endpoints(
+        self, request: jobs_pb2.ListEndpointsRequest, context: CallContext
+    ) -> jobs_pb2.ListEndpointsResponse:
+        endpoints = await self._auth.visible_endpoints(metadata_value(context, "authorization"))
+
+        async def summary(endpoint: Endpoint) -> jobs_pb2.EndpointSummary:
+            counts, workers = await asyncio.gather(
+                self._service.counts(endpoint), self._service.worker_counts(endpoint)
+            )
+            return jobs_pb2.EndpointSummary(name=endpoint.name, health=convert.health(counts, workers))
+
+        return jobs_pb2.ListEndpointsResponse(endpoints=await asyncio.gather(*map(summary, endpoints)))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from jobwire.server.clock import Clock
 from jobwire.server.errors import InvalidArgument, NotFound
-from jobwire.server.model import ApiKey, Endpoint, Role
+from jobwire.server.model import OPERATIONS, ApiKey, Endpoint, RateLimit, Role
 from jobwire.server.service.auth import mint_key
 from jobwire.server.store import AdminStore
 
@@ -16,6 +18,47 @@ from jobwire.server.store import AdminStore
 ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 DEFAULT_EXECUTION_TIMEOUT_MS = 10 * 60 * 1000
 DEFAULT_MAX_ATTEMPTS = 3
+DAY_MS = 24 * 3600 * 1000
+
+
+#: Bounds of each endpoint setting (milliseconds, counts).
+SETTING_BOUNDS: dict[str, tuple[int, int]] = {
+    "execution_timeout_ms": (5_000, 7 * DAY_MS),
+    "max_attempts": (1, 100),
+    "run_retention_ms": (10_000, 30 * DAY_MS),
+    "sync_retention_ms": (10_000, DAY_MS),
+    "workers_max": (0, 100_000),
+}
+RATE_LIMIT_BOUNDS = (1, 10_000_000)
+
+
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings, if every one is known and within its bounds; InvalidArgument names the first that
+    is not."""
+    for name, value in settings.items():
+        if name == "rate_limits":
+            _check_rate_limits(value)
+        elif name not in SETTING_BOUNDS:
+            raise InvalidArgument(f"{name!r} is not an endpoint setting")
+        elif not (name == "workers_max" and value is None):
+            low, high = SETTING_BOUNDS[name]
+            if not isinstance(value, int) or not low <= value <= high:
+                raise InvalidArgument(f"{name} must be between {low} and {high}, got {value!r}")
+    return dict(settings)
+
+
+def _check_rate_limits(limits: Mapping[str, RateLimit]) -> None:
+    low, high = RATE_LIMIT_BOUNDS
+    for operation, limit in limits.items():
+        if operation not in OPERATIONS:
+            raise InvalidArgument(
+                f"{operation!r} is not a rate-limited operation: one of {', '.join(OPERATIONS)}"
+            )
+        if not low <= limit.limit <= high or not 0 <= limit.per_worker <= high:
+            raise InvalidArgument(
+                f"the rate limit of {operation} must be {low} to {high} requests per 10 s "
+                f"(and 0 to {high} per worker)"
+            )
 
 
 @dataclass(frozen=True)
@@ -34,16 +77,29 @@ class AdminService:
         name: str,
         execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        **settings: Any,
     ) -> Endpoint:
+        """Creates an endpoint; `settings` are further columns of `EndpointSettings` names
+        (run_retention_ms, sync_retention_ms, workers_max, rate_limits)."""
         if not ENDPOINT_NAME.match(name):
             raise InvalidArgument(
                 "an endpoint name is 1-63 letters, digits, '-' or '_', starting with a letter or digit"
             )
-        if not 5_000 <= execution_timeout_ms <= 7 * 24 * 3600 * 1000:
-            raise InvalidArgument("the execution timeout must be between 5 s and 7 days")
-        if not 1 <= max_attempts <= 100:
-            raise InvalidArgument("max attempts must be between 1 and 100")
-        return await self._store.create_endpoint(name, execution_timeout_ms, max_attempts, self._clock.now())
+        values = {"execution_timeout_ms": execution_timeout_ms, "max_attempts": max_attempts, **settings}
+        return await self._store.create_endpoint(name, self._clock.now(), check_settings(values))
+
+    async def configure_endpoint(self, name: str, **settings: Any) -> Endpoint:
+        """Changes some of an endpoint's settings (the others keep their values)."""
+        endpoint = await self._store.update_endpoint(name, check_settings(settings))
+        if endpoint is None:
+            raise NotFound(f"endpoint {name!r} not found")
+        return endpoint
+
+    async def get_endpoint(self, name: str) -> Endpoint:
+        endpoint = await self._store.get_endpoint(name)
+        if endpoint is None:
+            raise NotFound(f"endpoint {name!r} not found")
+        return endpoint
 
     async def ensure_endpoint(self, name: str) -> Endpoint:
         existing = await self._store.get_endpoint(name)

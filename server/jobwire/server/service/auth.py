@@ -97,6 +97,15 @@ class Authenticator:
                 raise PermissionDenied(f"a {key.role} key cannot perform {role} operations")
         return endpoint
 
+    async def visible_endpoints(self, authorization: str | None) -> list[Endpoint]:
+        """Every endpoint for an admin key; the key's own endpoint for a client key."""
+        key = await self._key(authorization)
+        if key.role is Role.ADMIN:
+            return await self._admin.list_endpoints()
+        if key.role is not Role.CLIENT or key.endpoint is None:
+            raise PermissionDenied(f"a {key.role} key cannot list endpoints")
+        return [await self._endpoint(key.endpoint)]
+
     def forget(self) -> None:
         """Drops cached keys and endpoints (after this process changed them)."""
         self._keys.clear()

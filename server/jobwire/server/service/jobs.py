@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -12,9 +13,10 @@ from urllib.parse import urlsplit
 
 from jobwire.server.clock import Clock
 from jobwire.server.errors import InvalidArgument, InvalidState, NotFound, PayloadTooLarge
-from jobwire.server.model import Chunk, Endpoint, Job, JobCounts, JobStatus, NewJob, Priority
+from jobwire.server.model import Chunk, Endpoint, Job, JobCounts, JobStatus, JobSummary, NewJob, Priority
 from jobwire.server.service.events import JobEvents
 from jobwire.server.store import JobStore, WorkerCounts, WorkerStore
+from jobwire.server.store.listings import FIRST_PAGE, ListingStore
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -28,8 +30,6 @@ class JobSettings:
     default_ttl_ms: int = DAY
     ttl_range_ms: tuple[int, int] = (10 * SECOND, 7 * DAY)
     execution_timeout_range_ms: tuple[int, int] = (5 * SECOND, 7 * DAY)
-    run_retention_ms: int = 30 * MINUTE
-    sync_retention_ms: int = MINUTE
     default_wait_ms: int = 90 * SECOND
     wait_range_ms: tuple[int, int] = (SECOND, 5 * MINUTE)
     #: How long a Runpod /stream read holds when no chunk is ready (the JS SDK polls with no delay).
@@ -39,6 +39,9 @@ class JobSettings:
     fallback_poll_s: float = 5.0
     #: A worker not heard of for this long counts as unhealthy in /health.
     worker_stale_ms: int = 10 * SECOND
+    #: Jobs per `/requests` page.
+    default_page_size: int = 50
+    max_page_size: int = 500
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,26 @@ class Submission:
         return len(self.input) + len(self.s3_config or b"") + len(self.webhook or "")
 
 
-def _check_range(name: str, value: int, bounds: tuple[int, int]) -> int:
+def _check_range(name: str, value: int, bounds: tuple[int, int], unit: str = " milliseconds") -> int:
     low, high = bounds
     if not low <= value <= high:
-        raise InvalidArgument(f"{name} must be between {low} and {high} milliseconds, got {value}")
+        raise InvalidArgument(f"{name} must be between {low} and {high}{unit}, got {value}")
     return value
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque page cursor (clients must not build their own: the encoding may change)."""
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("s") and text[1:].isdigit():
+            return int(text[1:])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise InvalidArgument("cursor is not a nextCursor this endpoint returned")
 
 
 class JobService:
@@ -74,9 +92,11 @@ class JobService:
         clock: Clock,
         settings: JobSettings | None = None,
         workers: WorkerStore | None = None,
+        listings: ListingStore | None = None,
     ) -> None:
         self._store = store
         self._workers = workers
+        self._listings = listings
         self._events = events
         self._clock = clock
         self.settings = settings or JobSettings()
@@ -116,7 +136,9 @@ class JobService:
             priority=Priority.LOW if submission.low_priority else Priority.NORMAL,
             execution_timeout_ms=timeout,
             ttl_ms=ttl,
-            retention_ms=max(s.sync_retention_ms, sync_wait_ms or 0) if sync else s.run_retention_ms,
+            retention_ms=(
+                max(endpoint.sync_retention_ms, sync_wait_ms or 0) if sync else endpoint.run_retention_ms
+            ),
             max_attempts=endpoint.max_attempts,
             sync=sync,
             idempotency_key=submission.idempotency_key,
@@ -162,6 +184,23 @@ class JobService:
 
     async def purge(self, endpoint: Endpoint) -> int:
         return await self._store.purge_queue(endpoint.name, self._clock.now())
+
+    async def list_requests(
+        self, endpoint: Endpoint, limit: int | None, cursor: str, statuses: frozenset[JobStatus]
+    ) -> tuple[list[JobSummary], str | None]:
+        """A page of the endpoint's jobs, newest first, and the cursor of the next page (None at the end)."""
+        if self._listings is None:
+            raise RuntimeError("this JobService has no listing store")
+        page = self.settings.default_page_size if limit is None else limit
+        _check_range("limit", page, (1, self.settings.max_page_size), unit="")
+        before = decode_cursor(cursor) if cursor else FIRST_PAGE
+        # One more than asked: whether it exists says if there is a next page, without a count query.
+        rows = await self._listings.list_jobs(
+            endpoint.name, self._clock.now(), limit=page + 1, before_seq=before, statuses=statuses
+        )
+        if len(rows) <= page:
+            return rows, None
+        return rows[:page], encode_cursor(rows[page - 1].seq)
 
     async def counts(self, endpoint: Endpoint) -> JobCounts:
         return await self._store.count_jobs(endpoint.name, self._clock.now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -11,9 +12,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.errors import AlreadyExists
-from jobwire.server.model import ApiKey, Endpoint, Role
+from jobwire.server.model import ApiKey, Endpoint, RateLimit, Role
 from jobwire.server.store.database import transaction
 from jobwire.server.store.tables import api_keys, endpoints
+
+#: Endpoint settings an operator may change (`endpoint create` / `endpoint set`), as column names.
+SETTINGS = (
+    "execution_timeout_ms",
+    "max_attempts",
+    "run_retention_ms",
+    "sync_retention_ms",
+    "workers_max",
+    "rate_limits",
+)
 
 
 def _endpoint(row: Any) -> Endpoint:
@@ -23,7 +34,28 @@ def _endpoint(row: Any) -> Endpoint:
         execution_timeout_ms=row.execution_timeout_ms,
         max_attempts=row.max_attempts,
         webhook_secret=row.webhook_secret,
+        run_retention_ms=row.run_retention_ms,
+        sync_retention_ms=row.sync_retention_ms,
+        workers_max=row.workers_max,
+        rate_limits={
+            operation: RateLimit(int(value["limit"]), int(value.get("perWorker", 0)))
+            for operation, value in (row.rate_limits or {}).items()
+        },
     )
+
+
+def _columns(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Endpoint settings as column values (rate limits as their JSON document)."""
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"not endpoint settings: {sorted(unknown)}")
+    values = dict(settings)
+    if "rate_limits" in values:
+        values["rate_limits"] = {
+            operation: {"limit": limit.limit, "perWorker": limit.per_worker}
+            for operation, limit in values["rate_limits"].items()
+        }
+    return values
 
 
 def _key(row: Any) -> ApiKey:
@@ -45,27 +77,27 @@ class AdminStore:
         self._engine = engine
 
     async def create_endpoint(
-        self,
-        name: str,
-        execution_timeout_ms: int,
-        max_attempts: int,
-        now: datetime,
-        webhook_secret: str | None = None,
+        self, name: str, now: datetime, settings: Mapping[str, Any], webhook_secret: str | None = None
     ) -> Endpoint:
-        secret = webhook_secret or secrets.token_hex(32)
         statement = insert(endpoints).values(
             name=name,
             created_at=now,
-            execution_timeout_ms=execution_timeout_ms,
-            max_attempts=max_attempts,
-            webhook_secret=secret,
+            webhook_secret=webhook_secret or secrets.token_hex(32),
+            **_columns(settings),
         )
         try:
             async with transaction(self._engine) as conn:
-                await conn.execute(statement.returning(*endpoints.c))
+                row = (await conn.execute(statement.returning(*endpoints.c))).one()
         except IntegrityError as error:
             raise AlreadyExists(f"endpoint {name!r} already exists") from error
-        return Endpoint(name, now, execution_timeout_ms, max_attempts, secret)
+        return _endpoint(row)
+
+    async def update_endpoint(self, name: str, settings: Mapping[str, Any]) -> Endpoint | None:
+        """Changes the given settings; None when there is no such endpoint."""
+        statement = update(endpoints).where(endpoints.c.name == name).values(**_columns(settings))
+        async with transaction(self._engine) as conn:
+            row = (await conn.execute(statement.returning(*endpoints.c))).first()
+        return None if row is None else _endpoint(row)
 
     async def get_endpoint(self, name: str) -> Endpoint | None:
         async with transaction(self._engine) as conn:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 # Deterministic constraint and index names: they are part of the schema's API (migrations name them).
 metadata = MetaData(
@@ -60,6 +61,15 @@ endpoints = Table(
     Column("retried_total", BigInteger, nullable=False, server_default=text("0")),
     # Key of the HMAC that signs this endpoint's webhook deliveries (Standard Webhooks, as Replicate).
     Column("webhook_secret", Text, nullable=False),
+    # How long ended jobs stay readable: /run jobs, and /runsync jobs (which `?wait` may extend).
+    Column("run_retention_ms", Integer, nullable=False, server_default=text("1800000")),
+    Column("sync_retention_ms", Integer, nullable=False, server_default=text("60000")),
+    # Runpod's workersMax, for its admission rule (429 once the queue exceeds 50 and workersMax x 500).
+    # NULL: no queue-size limit, since a self-hosted endpoint has no autoscaler whose size bounds it.
+    Column("workers_max", Integer, nullable=True),
+    # Per-operation rate-limit overrides, {"run": {"limit": 1000, "perWorker": 50}, ...}; see
+    # jobwire.server.service.limits for the defaults and the rules.
+    Column("rate_limits", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
 api_keys = Table(
@@ -131,8 +141,10 @@ jobs = Table(
     Index("ix_jobs_lease", "lease_until", postgresql_where=text("status = 'IN_PROGRESS'")),
     # The timeout sweep: running attempts by execution deadline.
     Index("ix_jobs_deadline", "deadline_at", postgresql_where=text("status = 'IN_PROGRESS'")),
-    # Health counts and listings per endpoint and state.
+    # Health counts per endpoint and state.
     Index("ix_jobs_endpoint_status", "endpoint", "status"),
+    # `/requests`: an endpoint's jobs newest first, in keyset pages.
+    Index("ix_jobs_endpoint_seq", "endpoint", "seq"),
     # Pruning of ended jobs and of expired ones.
     Index("ix_jobs_retain_until", "retain_until", postgresql_where=text("retain_until IS NOT NULL")),
     Index("ix_jobs_expires_at", "expires_at"),
@@ -207,4 +219,17 @@ job_chunks = Table(
     Column("data", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("job_seq", "seq"),
+)
+
+# Rate-limit windows shared by the replicas: each adds its local count to its window's row in batches
+# (one upsert per flush, not per request) and reads back the total of every replica.
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("endpoint", Text, ForeignKey("endpoints.name", ondelete="CASCADE"), nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("endpoint", "operation", "window_start"),
+    Index(None, "window_start"),
 )
