@@ -65,9 +65,10 @@ export interface RequestSummary {
   finishedAt?: string;
   delayTime?: number;
   executionTime?: number;
-  retries: number;
+  retries?: number;
   kind: "run" | "runsync";
-  lowPriority: boolean;
+  lowPriority?: boolean;
+  workerId?: string;
 }
 
 export interface RequestPage {

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { type Job, cancelJob, canCancel, canRetry, followJob, isTerminal, jobStatus, retryJob } from "../api";
-import { duration, json, message } from "../format";
+import { duration, json, message, splitError } from "../format";
 import { ErrorNote, StatusBadge } from "./common";
 
 const POLL_MS = 1000;
@@ -154,9 +154,24 @@ export function JobLive({ endpoint, id, onChange }: { endpoint: string; id: stri
       {job?.error !== undefined && (
         <section aria-labelledby={`error-${id}`}>
           <h3 id={`error-${id}`}>Error</h3>
-          <pre class="output failed">{job.error}</pre>
+          <ErrorDetail error={job.error} />
         </section>
       )}
     </div>
+  );
+}
+
+function ErrorDetail({ error }: { error: string }) {
+  const { summary, traceback } = splitError(error);
+  return (
+    <>
+      <pre class="output failed">{summary}</pre>
+      {traceback && (
+        <details>
+          <summary>Traceback</summary>
+          <pre class="output">{traceback}</pre>
+        </details>
+      )}
+    </>
   );
 }

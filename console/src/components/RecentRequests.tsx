@@ -19,8 +19,8 @@ interface Rows {
 function merge(first: { requests: RequestSummary[]; nextCursor?: string }, old: Rows, pages: number): Rows {
   if (pages <= 1 || !first.nextCursor) return { rows: first.requests, cursor: first.nextCursor };
   const seen = new Set(first.requests.map((r) => r.id));
-  const oldest = first.requests.at(-1)?.createdAt ?? "";
-  const older = old.rows.filter((r) => !seen.has(r.id) && r.createdAt <= oldest);
+  const oldest = Date.parse(first.requests.at(-1)?.createdAt ?? "");
+  const older = old.rows.filter((r) => !seen.has(r.id) && Date.parse(r.createdAt) <= oldest);
   return { rows: [...first.requests, ...older], cursor: old.cursor };
 }
 
@@ -132,10 +132,10 @@ export function RecentRequests({ endpoint, changes }: { endpoint: string; change
                     {r.kind}
                     {r.lowPriority && " (low priority)"}
                   </td>
-                  <td>{time(r.createdAt)}</td>
+                  <td title={r.createdAt}>{time(r.createdAt)}</td>
                   <td class="num">{duration(r.delayTime)}</td>
                   <td class="num">{duration(r.executionTime)}</td>
-                  <td class="num">{r.retries}</td>
+                  <td class="num">{r.retries ?? 0}</td>
                 </tr>
               ))}
             </tbody>

@@ -8,9 +8,9 @@ import { usePolled } from "../hooks";
 const REFRESH_MS = 3000;
 
 export function EndpointView({ endpoint }: { endpoint: string }) {
-  const figures = usePolled(() => health(endpoint), [endpoint], REFRESH_MS);
-  // Bumped when a job is submitted or changes, so the recent requests show it at once.
+  // Bumped when a job is submitted or changes, so the figures and the recent requests show it at once.
   const [changes, setChanges] = useState(0);
+  const figures = usePolled(() => health(endpoint), [endpoint, changes], REFRESH_MS);
   const changed = () => setChanges((n) => n + 1);
   const h = figures.data;
 
