@@ -18,7 +18,7 @@ export default defineConfig({
     reportCompressedSize: false,
   },
   server: {
-    // `npm run dev -- --port 5173` against a jobwire on 127.0.0.1:8080.
+    // `npm run dev`: the console with hot reload, against a jobwire on 127.0.0.1:8080 (scripts/dev).
     host: "127.0.0.1",
     proxy: { "/v1": "http://127.0.0.1:8080", "/v2": "http://127.0.0.1:8080" },
   },
