@@ -31,6 +31,7 @@ from jobwire.server.service.dispatch import Dispatcher, DispatchSettings
 from jobwire.server.service.events import CHANNELS, JobEvents
 from jobwire.server.service.http_workers import HttpWorkers, HttpWorkerSettings
 from jobwire.server.service.jobs import JobService, JobSettings
+from jobwire.server.service.limits import LimitSettings, RateLimiter
 from jobwire.server.service.webhooks import Pruner, WebhookSender, WebhookSettings
 from jobwire.server.store import (
     AdminStore,
@@ -42,6 +43,7 @@ from jobwire.server.store import (
     libpq_dsn,
 )
 from jobwire.server.store.database import JOB_QUEUED
+from jobwire.server.store.limits import LimitStore
 from jobwire.server.store.listings import ListingStore
 from jobwire.server.store.migrate import current_revision, head_revision, upgrade
 from jobwire.server.store.stats import StatsStore
@@ -106,6 +108,7 @@ class JobwireServer:
         dispatch_settings: DispatchSettings | None = None,
         http_worker_settings: HttpWorkerSettings | None = None,
         webhook_settings: WebhookSettings | None = None,
+        limit_settings: LimitSettings | None = None,
         observability: Observability | None = None,
     ) -> None:
         self.settings = settings
@@ -122,7 +125,15 @@ class JobwireServer:
             store, self.events, self.clock, job_settings, workers, ListingStore(self.engine)
         )
         self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings, obs.dispatch)
-        self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock), obs.rpc)
+        self.limiter = RateLimiter(
+            LimitStore(self.engine),
+            workers,
+            self.clock,
+            limit_settings,
+            on_refused=obs.metrics.rate_limited,
+            worker_stale_ms=self.jobs.settings.worker_stale_ms,
+        )
+        self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock, self.limiter), obs.rpc)
         self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth), obs.rpc)
         # Observability: the scrape-time gauges read the job figures from Postgres and the sessions here.
         stats = StatsStore(self.engine)
@@ -156,6 +167,7 @@ class JobwireServer:
         await self.dispatcher.start()
         await self.webhooks.start()
         await self.pruner.start()
+        await self.limiter.start()
         await self._start_grpc()
         await self._start_http()
         self.started.set()
@@ -228,6 +240,7 @@ class JobwireServer:
         await self.dispatcher.stop()
         await self.webhooks.stop()
         await self.pruner.stop()
+        await self.limiter.stop()
         await self._listener.stop()
         await self.engine.dispose()
         self.observability.shutdown()  # flushes pending spans

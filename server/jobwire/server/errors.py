@@ -9,6 +9,7 @@
     ├── NotFound               an endpoint or a job that does not exist (or no longer exists)
     ├── AlreadyExists          a name that is taken
     ├── InvalidState           the job is not in a state that allows the operation
+    ├── RateLimited            a rate limit or the queue-size limit refused the call; retry later
     └── Unavailable            the database cannot be reached; the call may be retried
 
 The docstrings are the default messages.
@@ -51,6 +52,15 @@ class AlreadyExists(JobwireError):
 
 class InvalidState(JobwireError):
     """The job is not in a state that allows this operation."""
+
+
+class RateLimited(JobwireError):
+    """Too many requests; try again later."""
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds after which the call may succeed (HTTP Retry-After).
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(JobwireError):

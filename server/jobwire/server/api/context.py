@@ -16,6 +16,8 @@ MetadataPairs = Sequence[tuple[str, str | bytes]]
 #: Trailing metadata key with which a handler names the HTTP status of an error when the generic
 #: gRPC-to-HTTP table would say something less precise (413 for a payload that is too large).
 HTTP_STATUS_KEY = "jobwire-http-status"
+#: Trailing metadata key with the seconds after which a refused call may be retried (HTTP Retry-After).
+RETRY_AFTER_KEY = "retry-after"
 
 
 class CallContext(Protocol):

@@ -11,6 +11,7 @@ from jobwire.server.clock import Clock
 from jobwire.server.model import Chunk, Endpoint, JobStatus, Role
 from jobwire.server.service.auth import Authenticator
 from jobwire.server.service.jobs import JobService
+from jobwire.server.service.limits import RateLimiter
 from jobwire.v1 import job_pb2, jobs_pb2, options_pb2
 
 SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"]
@@ -30,15 +31,26 @@ def _idempotency_key(
 
 
 class JobApi:
-    def __init__(self, service: JobService, auth: Authenticator, clock: Clock) -> None:
+    def __init__(
+        self, service: JobService, auth: Authenticator, clock: Clock, limiter: RateLimiter | None = None
+    ) -> None:
         self._service = service
         self._auth = auth
         self._clock = clock
+        self._limiter = limiter
         self._run_limit = max_body_bytes("Run")
         self._runsync_limit = max_body_bytes("RunSync")
 
-    async def _endpoint(self, context: CallContext, name: str) -> Endpoint:
-        return await self._auth.authorize(metadata_value(context, "authorization"), name, Role.CLIENT)
+    async def _endpoint(self, context: CallContext, name: str, operation: str) -> Endpoint:
+        """The endpoint, once the key may use it and `operation` is within its rate limit."""
+        endpoint = await self._auth.authorize(metadata_value(context, "authorization"), name, Role.CLIENT)
+        if self._limiter is not None:
+            await self._limiter.check(endpoint, operation)
+        return endpoint
+
+    async def _admit(self, endpoint: Endpoint) -> None:
+        if self._limiter is not None:
+            await self._limiter.admit_job(endpoint)
 
     def _wait_ms(self, context: CallContext, requested: int | None) -> int:
         """The wait, shortened to the caller's deadline so the answer arrives before the caller gives up."""
@@ -49,7 +61,8 @@ class JobApi:
         return wait_ms
 
     async def run(self, request: jobs_pb2.RunRequest, context: CallContext) -> jobs_pb2.RunResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "run")
+        await self._admit(endpoint)
         key = _idempotency_key(request, context)
         job = await self._service.submit(
             endpoint, convert.submission(request.job, key), max_bytes=self._run_limit
@@ -59,7 +72,8 @@ class JobApi:
     async def run_sync(
         self, request: jobs_pb2.RunSyncRequest, context: CallContext
     ) -> jobs_pb2.RunSyncResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "runsync")
+        await self._admit(endpoint)
         wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
         key = request.idempotency_key or metadata_value(context, "idempotency-key")
         job = await self._service.submit(
@@ -72,7 +86,7 @@ class JobApi:
         return jobs_pb2.RunSyncResponse(job=convert.job(job, self._clock.now()))
 
     async def status(self, request: jobs_pb2.StatusRequest, context: CallContext) -> jobs_pb2.StatusResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "status")
         ttl = request.ttl if request.HasField("ttl") else None
         job = await self._service.status(endpoint, request.job_id, ttl)
         return jobs_pb2.StatusResponse(job=convert.job(job, self._clock.now()))
@@ -80,7 +94,7 @@ class JobApi:
     async def status_sync(
         self, request: jobs_pb2.StatusSyncRequest, context: CallContext
     ) -> jobs_pb2.StatusSyncResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "status")
         wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
         job = await self._service.wait_for_end(endpoint, request.job_id, wait_ms)
         return jobs_pb2.StatusSyncResponse(job=convert.job(job, self._clock.now()))
@@ -88,7 +102,7 @@ class JobApi:
     async def stream(
         self, request: jobs_pb2.StreamRequest, context: CallContext
     ) -> AsyncIterator[jobs_pb2.StreamResponse]:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "status")
         async for event in self._service.follow(endpoint, request.job_id, request.from_seq):
             if isinstance(event, Chunk):
                 yield jobs_pb2.StreamResponse(chunk=convert.chunk(event))
@@ -98,7 +112,7 @@ class JobApi:
     async def read_stream(
         self, request: jobs_pb2.ReadStreamRequest, context: CallContext
     ) -> jobs_pb2.ReadStreamResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "status")
         hold = request.wait if request.HasField("wait") else None
         status, chunks = await self._service.read_stream(endpoint, request.job_id, hold)
         return jobs_pb2.ReadStreamResponse(
@@ -108,24 +122,24 @@ class JobApi:
         )
 
     async def cancel(self, request: jobs_pb2.CancelRequest, context: CallContext) -> jobs_pb2.CancelResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "cancel")
         job = await self._service.cancel(endpoint, request.job_id)
         return jobs_pb2.CancelResponse(job=convert.job(job, self._clock.now()))
 
     async def retry(self, request: jobs_pb2.RetryRequest, context: CallContext) -> jobs_pb2.RetryResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "cancel")
         job = await self._service.retry(endpoint, request.job_id)
         return jobs_pb2.RetryResponse(job=convert.job(job, self._clock.now()))
 
     async def purge_queue(
         self, request: jobs_pb2.PurgeQueueRequest, context: CallContext
     ) -> jobs_pb2.PurgeQueueResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "purge-queue")
         removed = await self._service.purge(endpoint)
         return jobs_pb2.PurgeQueueResponse(removed=removed, status="completed")
 
     async def health(self, request: jobs_pb2.HealthRequest, context: CallContext) -> jobs_pb2.HealthResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "status")
         counts, workers = await asyncio.gather(
             self._service.counts(endpoint), self._service.worker_counts(endpoint)
         )
@@ -134,7 +148,7 @@ class JobApi:
     async def list_requests(
         self, request: jobs_pb2.ListRequestsRequest, context: CallContext
     ) -> jobs_pb2.ListRequestsResponse:
-        endpoint = await self._endpoint(context, request.endpoint_id)
+        endpoint = await self._endpoint(context, request.endpoint_id, "requests")
         statuses = frozenset(JobStatus(job_pb2.JobStatus.Name(s)) for s in request.status if s)
         limit = request.limit if request.HasField("limit") else None
         page, cursor = await self._service.list_requests(endpoint, limit, request.cursor, statuses)

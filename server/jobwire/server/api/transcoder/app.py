@@ -234,7 +234,7 @@ class _Call:
             await _send_json(self.send, 200, body)
         except RpcAbort as exc:
             watch.finish()
-            await _send_error(self.send, exc.http_status, exc.details)
+            await _send_error(self.send, exc.http_status, exc.details, exc.http_headers)
         except asyncio.CancelledError:
             if not watch.swallow():
                 raise
@@ -263,7 +263,7 @@ class _Call:
         except RpcAbort as exc:
             if not started:
                 watch.finish()
-                await _send_error(self.send, exc.http_status, exc.details)
+                await _send_error(self.send, exc.http_status, exc.details, exc.http_headers)
                 return
             tail = _error_line(exc.code, exc.details)
         except asyncio.CancelledError:

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import grpc
 
-from jobwire.server.api.context import HTTP_STATUS_KEY, MetadataPairs
+from jobwire.server.api.context import HTTP_STATUS_KEY, RETRY_AFTER_KEY, MetadataPairs
 from jobwire.server.api.transcoder.errors import bad_request
 
 _FORWARDED = frozenset({b"authorization", b"idempotency-key", b"x-request-id"})
@@ -53,6 +53,15 @@ class RpcAbort(Exception):
         self.code = code
         self.details = details
         self.trailing_metadata = trailing_metadata
+
+    @property
+    def http_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers the trailers ask for: Retry-After of a refused call."""
+        return [
+            (b"retry-after", (value.encode() if isinstance(value, str) else value))
+            for key, value in self.trailing_metadata
+            if key == RETRY_AFTER_KEY
+        ]
 
     @property
     def http_status(self) -> int:
