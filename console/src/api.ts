@@ -82,15 +82,24 @@ export interface Policy {
   lowPriority?: boolean;
 }
 
-/** An API answer other than 2xx; `status` 0 when the server could not be reached. */
+/**
+ * An API answer other than 2xx; `status` 0 when the server could not be reached. A rate-limited call
+ * (429) carries the server's Retry-After, in milliseconds.
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = "ApiError";
   }
+}
+
+/** How long to wait before calling again after `error`: the server's Retry-After, else `normalMs`. */
+export function backoff(error: unknown, normalMs: number): number {
+  return error instanceof ApiError && error.retryAfterMs ? Math.max(normalMs, error.retryAfterMs) : normalMs;
 }
 
 function headers(): HeadersInit {
@@ -112,7 +121,9 @@ async function errorOf(response: Response): Promise<ApiError> {
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(response.status, message);
+  const retryAfter = Number(response.headers.get("Retry-After"));
+  if (response.status === 429) message = `rate limited: ${message}`;
+  return new ApiError(response.status, message, retryAfter > 0 ? retryAfter * 1000 : undefined);
 }
 
 async function send(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError } from "./api";
+import { ApiError, backoff } from "./api";
 
 export interface Loaded<T> {
   data: T | undefined;
@@ -10,7 +10,8 @@ export interface Loaded<T> {
 
 /**
  * Loads `load()` now, whenever `deps` change and every `refreshMs` (when given), keeping the last data
- * while a refresh is under way. A refused key (401) stops the refreshing.
+ * while a refresh is under way. A refused key (401, 403) stops the refreshing; a rate-limited call (429)
+ * waits for the server's Retry-After.
  */
 export function usePolled<T>(load: () => Promise<T>, deps: unknown[], refreshMs?: number): Loaded<T> {
   const [data, setData] = useState<T | undefined>(undefined);
@@ -26,6 +27,7 @@ export function usePolled<T>(load: () => Promise<T>, deps: unknown[], refreshMs?
     const run = async () => {
       setLoading(true);
       let stop = false;
+      let wait = refreshMs ?? 0;
       try {
         const value = await latest.current();
         if (!live) return;
@@ -35,9 +37,10 @@ export function usePolled<T>(load: () => Promise<T>, deps: unknown[], refreshMs?
         if (!live) return;
         setError(caught);
         stop = caught instanceof ApiError && (caught.status === 401 || caught.status === 403);
+        wait = backoff(caught, wait);
       }
       setLoading(false);
-      if (refreshMs && !stop) timer = setTimeout(run, refreshMs);
+      if (refreshMs && !stop) timer = setTimeout(run, wait);
     };
     void run();
     return () => {

@@ -8,13 +8,19 @@ import asyncio
 import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from server_fixtures import ENDPOINT, OTHER, Running
+from jobwire.server.clock import ManualClock
+from jobwire.server.model import RateLimit
+from jobwire.server.service.limits import DEFAULT_LIMITS, LimitSettings
+from server_fixtures import ENDPOINT, OTHER, Running, running, start_jobwire
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,8 +36,8 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 #: Generous: the machine is shared, and a step waits for a worker process and a browser.
 WAIT_MS = 30_000
-#: What the browser logs for a refused key: expected in the test of that, an error anywhere else.
-REFUSED = "the server responded with a status of 401"
+#: What the browser logs for a refused call: expected in the tests of those, an error anywhere else.
+REFUSED = "the server responded with a status of {}"
 #: The console's page of recent requests.
 PAGE = 20
 
@@ -100,8 +106,18 @@ async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterato
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     yield page
     await context.close()
-    refused_key_test = request.node.name.startswith("test_a_refused_key")
-    assert [p for p in problems if not (refused_key_test and REFUSED in p)] == []
+    expected = getattr(request.function, "expected_browser_errors", ())
+    assert [p for p in problems if not any(e in p for e in expected)] == []
+
+
+def expect_browser_errors(*texts: str) -> Callable[[F], F]:
+    """Marks the console errors a test provokes on purpose (the browser logs every refused call)."""
+
+    def mark(test: F) -> F:
+        test.expected_browser_errors = texts  # type: ignore[attr-defined]
+        return test
+
+    return mark
 
 
 async def submit(page: Page, job_input: str) -> str:
@@ -223,6 +239,7 @@ async def test_the_console_end_to_end(
     assert cancelled.json()["status"] == "CANCELLED"
 
 
+@expect_browser_errors(REFUSED.format(401))
 async def test_a_refused_key_is_reported_and_can_be_changed(jobwire: Running, page: Page) -> None:
     await page.goto(f"{jobwire.server.http_url}/console/")
     await page.get_by_label("API key", exact=True).fill("jw_not-a-key")
@@ -234,6 +251,37 @@ async def test_a_refused_key_is_reported_and_can_be_changed(jobwire: Running, pa
     # A client key sees its own endpoint only.
     links = page.get_by_role("table", name="Endpoints").get_by_role("link")
     await expect(links).to_have_text([ENDPOINT])
+
+
+@expect_browser_errors(REFUSED.format(429))
+async def test_a_rate_limited_listing_waits_for_retry_after(database_url: str, page: Page) -> None:
+    """/requests allows one call per 10 s here: the second is refused, and the console shows that and
+    calls again once the window has passed (the server's clock and the page's advanced together)."""
+    clock = ManualClock()
+    limits = LimitSettings(defaults={**DEFAULT_LIMITS, "requests": RateLimit(1)})
+    server = await start_jobwire(database_url, clock=clock, limit_settings=limits)
+    async with running(server) as service:
+        listings: list[str] = []
+        page.on("request", lambda r: listings.append(r.url) if "/requests?" in r.url else None)
+        await page.clock.install()
+        await page.goto(f"{server.http_url}/console/#/endpoints/{ENDPOINT}")
+        await page.get_by_label("API key", exact=True).fill(service.keys["client"])
+        await page.get_by_role("button", name="Use key").click()
+        recent = page.get_by_role("region", name="Recent requests")
+        await expect(recent.get_by_text("No requests.")).to_be_visible()
+        await page.get_by_label("Status", exact=True).select_option("FAILED")
+        await page.clock.run_for(1000)  # the console's own minimum gap between two listings
+        await expect(recent.get_by_role("alert")).to_contain_text("rate limited")
+        assert len(listings) == 2
+        # Retry-After is the rest of the window, 10 s: not even the 5 s auto-refresh calls before.
+        await page.clock.run_for(9000)
+        await page.evaluate("1")  # a round trip, so that a request sent meanwhile has been reported
+        assert len(listings) == 2
+        clock.advance(seconds=10)
+        await page.clock.run_for(1000)
+        await expect(recent.get_by_text("No requests with status FAILED.")).to_be_visible()
+        await expect(recent.get_by_role("alert")).to_have_count(0)
+        assert len(listings) == 3 and "status=FAILED" in listings[-1]
 
 
 async def test_the_files_are_served_with_cache_headers(jobwire: Running) -> None:

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { type Job, cancelJob, canCancel, canRetry, followJob, isTerminal, jobStatus, retryJob } from "../api";
+import { type Job, backoff, cancelJob, canCancel, canRetry, followJob, isTerminal, jobStatus, retryJob } from "../api";
 import { duration, json, message, splitError } from "../format";
 import { ErrorNote, StatusBadge } from "./common";
 
@@ -36,6 +36,8 @@ export function JobLive({ endpoint, id, onChange }: { endpoint: string; id: stri
       } catch (caught) {
         if (abort.signal.aborted) return;
         setError(caught);
+        timer = setTimeout(poll, backoff(caught, POLL_MS));
+        return;
       }
       timer = setTimeout(poll, POLL_MS);
     };

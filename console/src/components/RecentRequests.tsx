@@ -1,11 +1,12 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { type RequestSummary, STATUSES, listRequests } from "../api";
+import { type RequestSummary, STATUSES, backoff, listRequests } from "../api";
 import { duration, time } from "../format";
 import { jobHref } from "../router";
 import { ErrorNote, StatusBadge } from "./common";
 
 const PAGE = 20;
-const REFRESH_MS = 3000;
+const REFRESH_MS = 5000;
+const MIN_GAP_MS = 1000;
 
 interface Rows {
   rows: RequestSummary[];
@@ -32,24 +33,33 @@ export function RecentRequests({ endpoint, changes }: { endpoint: string; change
   const [error, setError] = useState<unknown>(undefined);
   const [loadingMore, setLoadingMore] = useState(false);
   const pages = useRef(1);
+  const notBefore = useRef(0);
   const statuses = status ? [status] : [];
 
-  // Page one now, whenever the filter changes or a job changes, and every few seconds if asked to.
+  // Page one now, whenever the filter changes or a job changes, and every few seconds if asked to; but
+  // not more than once a second, nor before a rate-limited call's Retry-After (/requests has a small
+  // rate limit per endpoint).
   useEffect(() => {
     let live = true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const refresh = async () => {
+      const started = Date.now();
+      notBefore.current = started + MIN_GAP_MS;
+      let wait = REFRESH_MS;
       try {
         const first = await listRequests(endpoint, { limit: PAGE, statuses });
         if (!live) return;
         setState((old) => merge(first, old ?? { rows: [] }, pages.current));
         setError(undefined);
       } catch (caught) {
-        if (live) setError(caught);
+        if (!live) return;
+        setError(caught);
+        wait = backoff(caught, REFRESH_MS);
+        notBefore.current = Math.max(notBefore.current, started + wait);
       }
-      if (live && auto) timer = setTimeout(refresh, REFRESH_MS);
+      if (live && auto) timer = setTimeout(refresh, wait);
     };
-    void refresh();
+    timer = setTimeout(refresh, Math.max(0, notBefore.current - Date.now()));
     return () => {
       live = false;
       clearTimeout(timer);
