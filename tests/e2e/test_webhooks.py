@@ -164,6 +164,9 @@ async def test_a_receiver_that_fails_twice_gets_the_third_try(
     assert (await settled(service, job_id, 3)).delivered_at is not None
     assert [json.loads(body)["status"] for _, body in receiver.received] == ["COMPLETED"] * 3
     assert len({headers["webhook-id"] for headers, _ in receiver.received}) == 1  # the same message, again
+    metrics = (await service.http.get("/metrics")).text
+    assert 'jobwire_webhook_deliveries_total{endpoint="ep",outcome="retrying"} 2.0' in metrics
+    assert 'jobwire_webhook_deliveries_total{endpoint="ep",outcome="delivered"} 1.0' in metrics
 
 
 async def test_a_receiver_that_never_answers_is_tried_three_times_then_given_up(
@@ -180,6 +183,8 @@ async def test_a_receiver_that_never_answers_is_tried_three_times_then_given_up(
     given_up = await settled(service, job_id, 3)
     assert given_up.failed_at is not None and given_up.delivered_at is None
     assert len(receiver.received) == 3
+    metrics = (await service.http.get("/metrics")).text
+    assert 'jobwire_webhook_deliveries_total{endpoint="ep",outcome="gave_up"} 1.0' in metrics
 
 
 async def test_cancelled_jobs_are_posted_too(service: Running, receiver_factory: Any) -> None:

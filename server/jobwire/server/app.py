@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route, Router
 
 from jobwire.server.api.jobs import SERVICE, JobApi
+from jobwire.server.api.openai_routes import OpenAIRoutes
 from jobwire.server.api.openapi import openapi_route
 from jobwire.server.api.registry import grpc_handler, rpcs_of
 from jobwire.server.api.runpod_worker import RunpodWorkerRoutes
@@ -139,7 +140,9 @@ class JobwireServer:
         stats = StatsStore(self.engine)
         obs.watch(lambda: stats.endpoint_stats(self.clock.now()), lambda: self.dispatcher.sessions)
         self.http_workers = HttpWorkers(self.dispatcher, store, http_worker_settings)
-        self.webhooks = WebhookSender(WebhookStore(self.engine), self.clock, webhook_settings)
+        self.webhooks = WebhookSender(
+            WebhookStore(self.engine), self.clock, webhook_settings, on_attempt=obs.metrics.webhook_delivered
+        )
         self.pruner = Pruner(WebhookStore(self.engine), self.clock)
         self._listener = Listener(
             libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
@@ -194,6 +197,8 @@ class JobwireServer:
         self.http_port = sock.getsockname()[1]
         # Runpod's worker routes first; everything else is the transcoded client API.
         routes = RunpodWorkerRoutes(self.http_workers, self.auth).routes()
+        # OpenAI's clients, relayed through jobs as Runpod's vLLM workers expect.
+        routes += OpenAIRoutes(self.jobs, self.auth, self.limiter).routes()
         # Observability: Prometheus' scrape target, unauthenticated as scrapers expect.
         routes.append(Route("/metrics", self.observability.metrics_endpoint, methods=["GET"]))
         # The web console's files at /console/ (the page calls the API above with the user's key).

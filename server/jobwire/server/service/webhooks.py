@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -71,10 +72,19 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
 
 
 class WebhookSender:
-    def __init__(self, store: WebhookStore, clock: Clock, settings: WebhookSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: WebhookStore,
+        clock: Clock,
+        settings: WebhookSettings | None = None,
+        *,
+        on_attempt: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self.settings = settings or WebhookSettings()
+        #: Told (endpoint, outcome) after every attempt: delivered, retrying or gave_up (metrics).
+        self._on_attempt = on_attempt
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -144,11 +154,14 @@ class WebhookSender:
 
     async def _record(self, delivery: Delivery, error: str | None) -> None:
         now = self._clock.now()
+        retries = self.settings.retry_delays_s
+        retry = error is not None and delivery.attempt <= len(retries)
+        if self._on_attempt is not None:  # counted first: the attempt happened whatever the store says
+            outcome = "delivered" if error is None else "retrying" if retry else "gave_up"
+            self._on_attempt(delivery.job.endpoint, outcome)
         if error is None:
             await self._store.delivered(delivery.id, now)
-            return
-        retries = self.settings.retry_delays_s
-        if delivery.attempt <= len(retries):
+        elif retry:
             at: datetime = now + timedelta(seconds=retries[delivery.attempt - 1])
             await self._store.retry_at(delivery.id, at, error)
         else:
