@@ -239,8 +239,8 @@ async def test_the_console_end_to_end(
     assert cancelled.json()["status"] == "CANCELLED"
 
 
-@expect_browser_errors(REFUSED.format(401))
-async def test_a_refused_key_is_reported_and_can_be_changed(jobwire: Running, page: Page) -> None:
+@expect_browser_errors(REFUSED.format(401), REFUSED.format(404))
+async def test_a_refused_key_and_an_unknown_job_are_reported(jobwire: Running, page: Page) -> None:
     await page.goto(f"{jobwire.server.http_url}/console/")
     await page.get_by_label("API key", exact=True).fill("jw_not-a-key")
     await page.get_by_role("button", name="Use key").click()
@@ -251,6 +251,10 @@ async def test_a_refused_key_is_reported_and_can_be_changed(jobwire: Running, pa
     # A client key sees its own endpoint only.
     links = page.get_by_role("table", name="Endpoints").get_by_role("link")
     await expect(links).to_have_text([ENDPOINT])
+    # An unknown job is reported, not shown as loading forever.
+    await page.goto(f"{jobwire.server.http_url}/console/#/endpoints/{ENDPOINT}/jobs/nope")
+    await expect(page.get_by_role("alert")).to_contain_text("Could not read the job")
+    await expect(page.get_by_role("alert")).to_contain_text("nope")
 
 
 @expect_browser_errors(REFUSED.format(429))

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { type Job, backoff, cancelJob, canCancel, canRetry, followJob, isTerminal, jobStatus, retryJob } from "../api";
+import { ApiError, type Job, backoff, cancelJob, canCancel, canRetry, followJob, isTerminal, jobStatus, retryJob } from "../api";
 import { duration, json, message, splitError } from "../format";
 import { ErrorNote, StatusBadge } from "./common";
 
@@ -36,7 +36,10 @@ export function JobLive({ endpoint, id, onChange }: { endpoint: string; id: stri
       } catch (caught) {
         if (abort.signal.aborted) return;
         setError(caught);
-        timer = setTimeout(poll, backoff(caught, POLL_MS));
+        // A refused key or an unknown job stays so; a rate limit or a network error passes.
+        const final =
+          caught instanceof ApiError && caught.status >= 400 && caught.status < 500 && caught.status !== 429;
+        if (!final) timer = setTimeout(poll, backoff(caught, POLL_MS));
         return;
       }
       timer = setTimeout(poll, POLL_MS);
