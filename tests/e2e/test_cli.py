@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -97,3 +98,74 @@ async def test_dev_starts_an_embedded_postgres_and_prints_a_working_key(tmp_path
     assert await asyncio.wait_for(process.wait(), timeout=60) == 0
     # dev started the embedded Postgres, so it stopped it too.
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+
+
+async def test_endpoint_secret_prints_the_webhook_signing_secret_and_show_never_does(
+    database_url: str,
+) -> None:
+    from jobwire.server.store import AdminStore, create_engine
+
+    db = ["--database-url", database_url]
+    assert (await jobwire("endpoint", "create", "demo", "--max-attempts", "5", *db))[0] == 0
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        stored = await AdminStore(engine).get_endpoint("demo")
+    finally:
+        await engine.dispose()
+    assert stored is not None and stored.webhook_secret
+
+    # The bare secret on stdout, the one that signs the endpoint's deliveries.
+    code, out, _ = await jobwire("endpoint", "secret", "demo", *db)
+    assert code == 0 and out == stored.webhook_secret + "\n"
+    code, out, _ = await jobwire("endpoint", "secret", "demo", "--json", *db)
+    assert code == 0 and json.loads(out) == {"endpoint": "demo", "secret": stored.webhook_secret}
+
+    code, out, _ = await jobwire("endpoint", "show", "demo", "--json", *db)
+    shown = json.loads(out)
+    assert code == 0 and shown["name"] == "demo" and shown["max_attempts"] == 5
+    assert "webhook_secret" not in shown and stored.webhook_secret not in out
+    code, out, _ = await jobwire("endpoint", "show", "demo", *db, env={"COLUMNS": "200"})
+    assert code == 0 and "max_attempts" in out and stored.webhook_secret not in out
+    code, out, _ = await jobwire("endpoint", "list", "--json", *db)
+    assert code == 0 and json.loads(out)[0]["name"] == "demo" and stored.webhook_secret not in out
+
+    for command in ("secret", "show"):
+        code, out, err = await jobwire("endpoint", command, "nope", *db)
+        assert code == 1 and out == "" and "'nope' not found" in err
+
+
+async def test_endpoint_settings_are_set_at_creation_and_changed_later(database_url: str) -> None:
+    db = ["--database-url", database_url]
+    created = await jobwire(
+        "endpoint", "create", "tuned", "--run-retention-ms", "60000", "--workers-max", "2",
+        "--rate-limit", "run=50:5", *db,
+    )  # fmt: skip
+    assert created[0] == 0, created
+    code, out, _ = await jobwire("endpoint", "show", "tuned", "--json", *db)
+    shown = json.loads(out)
+    assert (shown["run_retention_ms"], shown["sync_retention_ms"], shown["workers_max"]) == (
+        60_000,
+        60_000,
+        2,
+    )
+    assert shown["rate_limits"] == {"run": {"limit": 50, "per_worker": 5}}
+
+    changed = await jobwire(
+        "endpoint", "set", "tuned", "--sync-retention-ms", "120000", "--no-workers-max",
+        "--rate-limit", "cancel=7", *db,
+    )  # fmt: skip
+    assert changed[0] == 0, changed
+    shown = json.loads((await jobwire("endpoint", "show", "tuned", "--json", *db))[1])
+    assert (shown["run_retention_ms"], shown["sync_retention_ms"], shown["workers_max"]) == (
+        60_000,
+        120_000,
+        None,
+    )
+    assert set(shown["rate_limits"]) == {"run", "cancel"}  # overrides are merged
+
+    code, _, err = await jobwire("endpoint", "set", "tuned", "--run-retention-ms", "5", *db)
+    assert code == 1 and "run_retention_ms must be between" in err
+    code, _, err = await jobwire("endpoint", "set", "tuned", "--rate-limit", "run=lots", *db)
+    assert code == 2 and "OP=LIMIT[:PER_WORKER]" in err
+    code, _, err = await jobwire("endpoint", "set", "tuned", *db)
+    assert code == 2 and "nothing to change" in err

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jobwire.server.cli import progress_percent
+from jobwire.server.cli.follow import progress_percent
 from jobwire.worker import Handler, Worker, progress_update
 from server_fixtures import ENDPOINT, Running
 
@@ -267,7 +267,10 @@ def test_progress_updates_that_read_as_a_percentage(update: object, percent: flo
     assert progress_percent(update) == percent
 
 
-async def test_version() -> None:
-    process = await asyncio.create_subprocess_exec(*JOBWIRE, "--version", stdout=asyncio.subprocess.PIPE)
+@pytest.mark.parametrize("module", ["jobwire.server", "jobwire.server.cli"])
+async def test_version(module: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "--version", stdout=asyncio.subprocess.PIPE
+    )
     out, _ = await process.communicate()
     assert process.returncode == 0 and out.decode().startswith("jobwire ")

@@ -38,3 +38,17 @@ def test_the_worker_sdk_imports_nothing_of_the_server() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_command_loads_no_server_stack_until_a_command_runs_it() -> None:
+    # `jobwire --help` and the client commands stay fast: SQLAlchemy, grpc, the app are imported inside
+    # the commands that need them.
+    probe = (
+        "import sys, jobwire.server.cli; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "{'sqlalchemy', 'alembic', 'asyncpg', 'grpc', 'starlette', 'uvicorn', 'opentelemetry'} "
+        "or m.startswith(('jobwire.server.app', 'jobwire.server.service', 'jobwire.server.store'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

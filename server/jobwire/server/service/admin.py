@@ -101,6 +101,10 @@ class AdminService:
             raise NotFound(f"endpoint {name!r} not found")
         return endpoint
 
+    async def webhook_secret(self, name: str) -> str:
+        """The secret that signs the endpoint's webhook deliveries, for their receivers to verify them."""
+        return (await self.get_endpoint(name)).webhook_secret
+
     async def ensure_endpoint(self, name: str) -> Endpoint:
         existing = await self._store.get_endpoint(name)
         return existing if existing is not None else await self.create_endpoint(name)
