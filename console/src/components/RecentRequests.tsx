@@ -138,9 +138,9 @@ export function RecentRequests({ endpoint, changes }: { endpoint: string; change
                   <td>
                     <StatusBadge status={r.status} />
                   </td>
-                  <td>
+                  <td class="kind">
                     {r.kind}
-                    {r.lowPriority && " (low priority)"}
+                    {r.lowPriority && <span class="tag"> low priority</span>}
                   </td>
                   <td title={r.createdAt}>{time(r.createdAt)}</td>
                   <td class="num">{duration(r.delayTime)}</td>
