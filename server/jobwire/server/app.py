@@ -24,6 +24,7 @@ from jobwire.server.api.transcoder import Transcoder
 from jobwire.server.api.workers import WORKER_SERVICE, WorkerApi
 from jobwire.server.clock import Clock, SystemClock
 from jobwire.server.config import Settings, split_addr
+from jobwire.server.console import console_routes
 from jobwire.server.observability import Observability
 from jobwire.server.service.admin import AdminService
 from jobwire.server.service.auth import Authenticator
@@ -200,6 +201,8 @@ class JobwireServer:
         routes += OpenAIRoutes(self.jobs, self.auth, self.limiter).routes()
         # Observability: Prometheus' scrape target, unauthenticated as scrapers expect.
         routes.append(Route("/metrics", self.observability.metrics_endpoint, methods=["GET"]))
+        # The web console's files at /console/ (the page calls the API above with the user's key).
+        routes += console_routes()
         # The transcoder is the default app, not a Mount: a Mount's pattern misses paths with %0A.
         app = Router(routes=[openapi_route(), *routes], default=Transcoder(self.rpcs), redirect_slashes=False)
         config = uvicorn.Config(
