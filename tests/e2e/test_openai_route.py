@@ -191,3 +191,20 @@ async def test_a_client_that_leaves_cancels_its_job(jobwire: Running) -> None:
         f"/v2/{ENDPOINT}/status-sync/{job['id']}?wait=10000", headers=jobwire.headers()
     )
     assert status.json()["status"] == "CANCELLED"
+
+
+async def test_a_caller_that_stops_waiting_for_an_answer_cancels_its_job(jobwire: Running) -> None:
+    """No worker: the non-streamed call waits until the client's timeout closes the connection."""
+    body = {"model": "rev", "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient(base_url=jobwire.server.http_url, timeout=1.0) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(
+                f"/v2/{ENDPOINT}/openai/v1/chat/completions", json=body, headers=jobwire.headers()
+            )
+    (job,) = (await jobwire.http.get(f"/v2/{ENDPOINT}/requests", headers=jobwire.headers())).json()[
+        "requests"
+    ]
+    status = await jobwire.http.get(
+        f"/v2/{ENDPOINT}/status-sync/{job['id']}?wait=10000", headers=jobwire.headers()
+    )
+    assert status.json()["status"] == "CANCELLED"

@@ -73,6 +73,11 @@ def _unwrap(output: bytes) -> bytes:
     return output
 
 
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def sse_events(chunk: bytes) -> list[bytes]:
     """The server-sent events of one stream chunk (a list chunk holds several items)."""
     value = orjson.loads(chunk)
@@ -122,7 +127,7 @@ class OpenAIRoutes:
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            return await self._answer(endpoint, job.id, wait_ms)
+            return await self._answer(request, endpoint, job.id, wait_ms)
         except JobwireError as error:
             return _domain_error(error)
 
@@ -148,14 +153,23 @@ class OpenAIRoutes:
             raise InvalidArgument("the request body must be a JSON object")
         return body
 
-    async def _answer(self, endpoint: Endpoint, job_id: str, wait_ms: int) -> Response:
-        ended = False
+    async def _answer(self, request: Request, endpoint: Endpoint, job_id: str, wait_ms: int) -> Response:
+        waiting = asyncio.ensure_future(self._jobs.wait_for_end(endpoint, job_id, wait_ms))
+        # The body has been read, so the next ASGI message is the client's disconnect, if it leaves.
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            job = await self._jobs.wait_for_end(endpoint, job_id, wait_ms)
-            ended = job.status.is_terminal
+            await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not ended:  # the wait ran out (or the call was cancelled): nobody will read the result
-                await asyncio.shield(self._cancel(endpoint, job_id))
+            gone.cancel()
+            ended = waiting.done()
+            if not ended:
+                waiting.cancel()
+        job = waiting.result() if ended else None
+        if job is None or not job.status.is_terminal:
+            # The client left, or the wait ran out: nobody will read the result.
+            await asyncio.shield(self._cancel(endpoint, job_id))
+        if job is None:
+            return Response(status_code=499)  # nginx's "client closed request"; nobody receives it
         if job.status is JobStatus.COMPLETED:
             return Response(_unwrap(job.output or b"null"), media_type="application/json")
         if job.status.is_terminal:
