@@ -145,6 +145,8 @@ class Dispatcher:
         self._sweeps = 0
         # Observability (issue 6): metrics and spans at claim -> assign, result and requeue; no decisions.
         self._observe = observer or DispatchObserver(Metrics(process_metrics=False), Tracing())
+        # A job queued by this process wakes its endpoint at once, without the NOTIFY round trip.
+        jobs.on_queued(self.wake)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class Dispatcher:
         for task in [*self._background, *self._loops.values(), *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._jobs.close()
 
     @property
     def sessions(self) -> list[WorkerSession]:
