@@ -168,6 +168,8 @@ async def test_a_batch_whose_connection_is_lost_changes_nothing_and_can_be_sent_
     (a, attempt_a), (b, attempt_b) = await running(store, clock, 2)
     # Another session locks b, so the batch's UPDATE waits on it; then the batch's connection is cut.
     blocker = await asyncpg.connect(libpq_dsn(database_url))
+    # Looks from outside any transaction: pg_stat_activity is a snapshot for a transaction's duration.
+    observer = await asyncpg.connect(libpq_dsn(database_url))
     try:
         locked = blocker.transaction()
         await locked.start()
@@ -179,16 +181,17 @@ async def test_a_batch_whose_connection_is_lost_changes_nothing_and_can_be_sent_
         )
         waiting = None
         while waiting is None:  # until the batch is blocked on the lock (each look is a round trip)
-            waiting = await blocker.fetchval(
+            waiting = await observer.fetchval(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
                 "AND wait_event_type = 'Lock' AND query LIKE '%unnest%'"
             )
-        await blocker.execute("SELECT pg_terminate_backend($1)", waiting)
+        await observer.execute("SELECT pg_terminate_backend($1)", waiting)
         outcomes = await batch
         assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
         await locked.rollback()
     finally:
         await blocker.close()
+        await observer.close()
 
     for job_id in (a, b):
         job = await store.get_job(EP, job_id, clock.now())

@@ -20,11 +20,12 @@ R = TypeVar("R")
 class GroupCommit(Generic[I, R]):
     def __init__(
         self,
-        write: Callable[[list[I]], Awaitable[list[R]]],
+        write: Callable[[list[I]], Awaitable[list[R | Exception]]],
         key: Callable[[I], Hashable],
         max_items: int = 500,
     ) -> None:
-        """`write` stores a batch and returns one result per item, in order. Items with the same `key`
+        """`write` stores a batch and returns one result per item, in order (an exception for an item that
+        failed on its own: it is raised to that item's caller). Items with the same `key`
         never share a batch (a later one waits for the next write, so it sees the earlier one's effect)."""
         self._write = write
         self._key = key
@@ -74,7 +75,11 @@ class GroupCommit(Generic[I, R]):
                             future.set_exception(error)
                 else:
                     for (_, future), result in zip(batch, results, strict=True):
-                        if not future.done():
+                        if future.done():
+                            continue
+                        if isinstance(result, Exception):
+                            future.set_exception(result)
+                        else:
                             future.set_result(result)
                 batch = []
         finally:

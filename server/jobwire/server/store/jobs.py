@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, NewJob
@@ -73,6 +74,73 @@ ENQUEUE = sql(
         WHERE CAST(:s3_config AS bytea) IS NOT NULL
     )
     SELECT seq, pg_notify('{JOB_QUEUED}', :endpoint) FROM new_job
+    """
+)
+
+# ENQUEUE for when an idle worker of this replica has a slot reserved for the job: unless older jobs are
+# waiting (they go first), the job is inserted as its first attempt, running on that worker, so it
+# skips a claim round trip. Otherwise it is queued as by ENQUEUE and the reservation is given back.
+ENQUEUE_CLAIMED = sql(
+    f"""
+    WITH ahead AS (
+        SELECT EXISTS (
+            SELECT 1 FROM jobs WHERE endpoint = :endpoint AND status = 'IN_QUEUE' AND expires_at > :now
+        ) AS waiting
+    ), new_job AS (
+        INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at, idempotency_key,
+                          attempt, started_at, worker_id, lease_until, deadline_at)
+        SELECT :id, :endpoint, CASE WHEN waiting THEN 'IN_QUEUE' ELSE 'IN_PROGRESS' END, :priority,
+               :max_attempts, :sync, :webhook, :execution_timeout_ms, :ttl_ms, :retention_ms, :now, :now,
+               CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond',
+               :idempotency_key,
+               CASE WHEN waiting THEN 0 ELSE 1 END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:now AS timestamptz) END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:worker_id AS text) END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:lease_until AS timestamptz) END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:now AS timestamptz)
+                   + CAST(:execution_timeout_ms AS integer) * interval '1 millisecond' END
+        FROM ahead
+        ON CONFLICT (endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING seq, status
+    ), payloads AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT seq, 'input', :input FROM new_job
+        UNION ALL
+        SELECT seq, 's3_config', CAST(:s3_config AS bytea) FROM new_job
+        WHERE CAST(:s3_config AS bytea) IS NOT NULL
+    )
+    SELECT seq, status, CASE WHEN status = 'IN_QUEUE' THEN pg_notify('{JOB_QUEUED}', :endpoint) END
+    FROM new_job
+    """
+)
+
+# Many submissions (without idempotency keys) in one statement (see `GroupCommit`); one NOTIFY per endpoint.
+ENQUEUE_MANY = sql(
+    f"""
+    WITH submitted AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:endpoints AS text[]), CAST(:priorities AS smallint[]),
+            CAST(:max_attempts AS integer[]), CAST(:syncs AS boolean[]), CAST(:webhooks AS text[]),
+            CAST(:execution_timeouts AS integer[]), CAST(:ttls AS integer[]), CAST(:retentions AS integer[]),
+            CAST(:nows AS timestamptz[]), CAST(:inputs AS bytea[]), CAST(:s3_configs AS bytea[])
+        ) AS s(id, endpoint, priority, max_attempts, sync, webhook, execution_timeout_ms, ttl_ms,
+               retention_ms, now, input, s3_config)
+    ), new_jobs AS (
+        INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at)
+        SELECT id, endpoint, 'IN_QUEUE', priority, max_attempts, sync, webhook, execution_timeout_ms,
+               ttl_ms, retention_ms, now, now, now + ttl_ms * interval '1 millisecond'
+        FROM submitted
+        RETURNING seq, id, endpoint
+    ), payloads AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT j.seq, 'input', s.input FROM new_jobs j JOIN submitted s ON s.id = j.id
+        UNION ALL
+        SELECT j.seq, 's3_config', s.s3_config FROM new_jobs j JOIN submitted s ON s.id = j.id
+        WHERE s.s3_config IS NOT NULL
+    )
+    SELECT e.endpoint, pg_notify('{JOB_QUEUED}', e.endpoint) FROM (SELECT DISTINCT endpoint FROM new_jobs) e
     """
 )
 
@@ -353,6 +421,18 @@ class ClaimedJob:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """A free slot of a local worker, held for a job being submitted (see `JobStore.on_enqueue`)."""
+
+    worker_id: str
+    lease_until: datetime
+    #: Hands the job, inserted as running on this worker, over to it.
+    deliver: Callable[[ClaimedJob], None]
+    #: Gives the slot back: the job was queued instead (older jobs were waiting), or not inserted.
+    release: Callable[[], None]
+
+
+@dataclass(frozen=True)
 class _Finish:
     job_id: str
     attempt: int
@@ -378,6 +458,12 @@ def _job(row: Any) -> Job:
     )
 
 
+def _started(job: NewJob, worker_id: str, now: datetime) -> ClaimedJob:
+    """The first attempt of a job inserted as running (what CLAIM would have returned for it)."""
+    view = Job(job.id, job.endpoint, JobStatus.IN_PROGRESS, 1, 0, now, now, None, worker_id, None, None)
+    return ClaimedJob(view, job.input, job.s3_config, job.execution_timeout_ms, job.webhook)
+
+
 class JobStore:
     """Jobs in Postgres. Rows never leave this class: it returns domain dataclasses.
 
@@ -388,6 +474,15 @@ class JobStore:
         self._engine = engine
         self._finishes: GroupCommit[_Finish, bool] = GroupCommit(self._finish_many, key=lambda f: f.job_id)
         self._queued_callbacks: list[Callable[[str], None]] = []
+        self._reserve: Callable[[str, datetime], Reservation | None] | None = None
+        self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
+            self._enqueue_many, key=lambda s: s[0].id
+        )
+
+    def on_enqueue(self, reserve: Callable[[str, datetime], Reservation | None]) -> None:
+        """`reserve(endpoint, now)` offers a local worker's free slot for each job being submitted; the
+        job then starts on it in the statement that inserts it (when no older job is waiting)."""
+        self._reserve = reserve
 
     def on_queued(self, callback: Callable[[str], None]) -> None:
         """Calls `callback(endpoint)` as soon as this process has queued a job there. NOTIFY tells every
@@ -408,9 +503,10 @@ class JobStore:
     async def enqueue_job(self, job: NewJob, now: datetime) -> Job:
         """Queues the job; with an idempotency key already used by a live job, returns that job instead."""
         for _ in range(2):
-            created = await self._insert(job, now)
-            if created:
+            status = await self._insert(job, now)
+            if status == JobStatus.IN_QUEUE:
                 self._queued(job.endpoint)
+            created = status is not None
             if created or job.idempotency_key is None:
                 return Job(job.id, job.endpoint, JobStatus.IN_QUEUE, 0, 0, now, None, None, None, None, None)
             row = await self._one(
@@ -421,9 +517,71 @@ class JobStore:
             await self._one(FORGET_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now)
         raise RuntimeError("the idempotency key is being reused concurrently")  # pragma: no cover
 
-    async def _insert(self, job: NewJob, now: datetime) -> bool:
-        row = await self._one(
-            ENQUEUE,
+    async def _insert(self, job: NewJob, now: datetime) -> JobStatus | None:
+        """Inserts the job, queued or (with a reserved slot) running; None when its idempotency key is
+        taken."""
+        reservation = self._reserve(job.endpoint, now) if self._reserve is not None else None
+        if reservation is None:
+            return await self._insert_queued(job, now)
+        try:
+            row = await self._one(
+                ENQUEUE_CLAIMED, **self._insert_params(job, now), worker_id=reservation.worker_id,
+                lease_until=reservation.lease_until,
+            )  # fmt: skip
+        except BaseException:
+            reservation.release()
+            raise
+        if row is None or row["status"] != "IN_PROGRESS":
+            reservation.release()
+            return None if row is None else JobStatus.IN_QUEUE
+        reservation.deliver(_started(job, reservation.worker_id, now))
+        return JobStatus.IN_PROGRESS
+
+    async def _insert_queued(self, job: NewJob, now: datetime) -> JobStatus | None:
+        if job.idempotency_key is None:
+            # Submissions that arrive while another insert is in flight are inserted together.
+            return await self._submissions.submit((job, now))
+        row = await self._one(ENQUEUE, **self._insert_params(job, now))
+        return None if row is None else JobStatus.IN_QUEUE
+
+    async def _enqueue_many(
+        self, submissions: list[tuple[NewJob, datetime]]
+    ) -> list[JobStatus | Exception | None]:
+        """Queues many jobs in one statement. A statement error (not a lost connection) fails the whole
+        batch, so then each job is inserted on its own: only the job at fault gets the error."""
+        if len(submissions) == 1:
+            return [await self._insert_one(*submissions[0])]
+        jobs = [job for job, _ in submissions]
+        try:
+            await self._rows(
+                ENQUEUE_MANY,
+                ids=[j.id for j in jobs],
+                endpoints=[j.endpoint for j in jobs],
+                priorities=[int(j.priority) for j in jobs],
+                max_attempts=[j.max_attempts for j in jobs],
+                syncs=[j.sync for j in jobs],
+                webhooks=[j.webhook for j in jobs],
+                execution_timeouts=[j.execution_timeout_ms for j in jobs],
+                ttls=[j.ttl_ms for j in jobs],
+                retentions=[j.retention_ms for j in jobs],
+                nows=[now for _, now in submissions],
+                inputs=[j.input for j in jobs],
+                s3_configs=[j.s3_config for j in jobs],
+            )
+        except asyncpg.PostgresError:
+            return [await self._insert_one(job, now) for job, now in submissions]
+        return [JobStatus.IN_QUEUE] * len(submissions)
+
+    async def _insert_one(self, job: NewJob, now: datetime) -> JobStatus | Exception | None:
+        try:
+            row = await self._one(ENQUEUE, **self._insert_params(job, now))
+        except Exception as error:  # this job's own error, for its caller alone
+            return error
+        return None if row is None else JobStatus.IN_QUEUE
+
+    @staticmethod
+    def _insert_params(job: NewJob, now: datetime) -> dict[str, Any]:
+        return dict(
             id=job.id,
             endpoint=job.endpoint,
             priority=int(job.priority),
@@ -438,7 +596,6 @@ class JobStore:
             s3_config=job.s3_config,
             idempotency_key=job.idempotency_key,
         )
-        return row is not None
 
     async def get_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
         row = await self._one(GET, endpoint=endpoint, id=job_id, now=now)
@@ -506,7 +663,7 @@ class JobStore:
             raise ValueError(f"{status} is not a terminal state")
         return await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
 
-    async def _finish_many(self, results: list[_Finish]) -> list[bool]:
+    async def _finish_many(self, results: list[_Finish]) -> list[bool | Exception]:
         """Ends many running attempts in one statement; whether each was still the job's running one."""
         rows = await self._rows(
             FINISH_MANY,
@@ -523,6 +680,7 @@ class JobStore:
     async def close(self) -> None:
         """Stops the result writer (what it had not written yet is reported as cancelled)."""
         await self._finishes.close()
+        await self._submissions.close()
 
     async def append_chunk(
         self, job_id: str, attempt: int, seq: int | None, data: bytes, now: datetime
