@@ -244,6 +244,22 @@ CLAIM = sql(
     """
 )
 
+# One result: FINISH_MANY for a batch of one, without the arrays (a 10 MB output is not copied into one).
+FINISH = sql(
+    f"""
+    WITH done AS (
+        UPDATE jobs j SET status = :status, error = :error, {_ENDED}
+        WHERE j.id = :id AND j.attempt = :attempt AND j.status = 'IN_PROGRESS'
+        RETURNING j.seq, j.id, j.webhook
+    ), {_outbox("done")}, stored AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE CAST(:output AS bytea) IS NOT NULL
+        ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
+    )
+    SELECT id, pg_notify('{JOB_ENDED}', id) FROM done
+    """
+)
+
 # Many results in one statement (see `GroupCommit`): each row is still guarded by its own (id, attempt) and
 # IN_PROGRESS, so a stale report in the batch changes nothing while the others land.
 FINISH_MANY = sql(
@@ -665,6 +681,13 @@ class JobStore:
 
     async def _finish_many(self, results: list[_Finish]) -> list[bool | Exception]:
         """Ends many running attempts in one statement; whether each was still the job's running one."""
+        if len(results) == 1:
+            (r,) = results
+            row = await self._one(
+                FINISH, id=r.job_id, attempt=r.attempt, status=str(r.status), output=r.output, error=r.error,
+                now=r.now,
+            )  # fmt: skip
+            return [row is not None]
         rows = await self._rows(
             FINISH_MANY,
             ids=[r.job_id for r in results],
