@@ -7,6 +7,7 @@ nothing. Times are parameters (`now`), never the database's clock, so tests can 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -539,6 +540,11 @@ class JobStore:
         reservation = self._reserve(job.endpoint, now) if self._reserve is not None else None
         if reservation is None:
             return await self._insert_queued(job, now)
+        # Shielded: a submitter that goes away mid-insert must not leave a job started on a worker that
+        # was never told (it would wait for its lease to run out).
+        return await asyncio.shield(self._insert_started(job, now, reservation))
+
+    async def _insert_started(self, job: NewJob, now: datetime, reservation: Reservation) -> JobStatus | None:
         try:
             row = await self._one(
                 ENQUEUE_CLAIMED, **self._insert_params(job, now), worker_id=reservation.worker_id,
