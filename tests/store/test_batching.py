@@ -202,3 +202,48 @@ async def test_a_batch_whose_connection_is_lost_changes_nothing_and_can_be_sent_
         store.finish_job(b, attempt_b, JobStatus.COMPLETED, b"2", None, clock.now()),
     )
     assert list(again) == [True, True]
+
+
+async def test_a_cancelled_caller_leaves_its_item_to_be_written() -> None:
+    writes = HeldWrites()
+    commit: GroupCommit[str, str] = GroupCommit(writes, key=lambda item: item)
+    caller = asyncio.create_task(commit.submit("a"))
+    await writes.entered.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    writes.release.set()
+    assert await commit.submit("b") == "stored b"
+    assert writes.batches == [["a"], ["b"]]
+
+
+async def test_a_store_call_cancelled_mid_statement_leaves_the_pool_usable(
+    store: JobStore, clock: ManualClock, database_url: str
+) -> None:
+    (a, _), (b, _) = await running(store, clock, 2)
+    blocker = await asyncpg.connect(libpq_dsn(database_url))
+    observer = await asyncpg.connect(libpq_dsn(database_url))
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", b)
+        cancelling = asyncio.create_task(store.cancel_job(EP, b, clock.now()))
+        waiting = None
+        while waiting is None:  # until the cancel is blocked on the lock
+            waiting = await observer.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
+                "AND wait_event_type = 'Lock'"
+            )
+        cancelling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelling
+        await locked.rollback()
+    finally:
+        await blocker.close()
+        await observer.close()
+    # Every pooled connection still answers (the interrupted one was replaced).
+    views = await asyncio.gather(*(store.get_job(EP, a, clock.now()) for _ in range(30)))
+    assert all(v is not None and v.status == JobStatus.IN_PROGRESS for v in views)
+    # The statement was sent: like any request cut off mid-way, it may or may not have taken effect.
+    job_b = await store.get_job(EP, b, clock.now())
+    assert job_b is not None and job_b.status in (JobStatus.IN_PROGRESS, JobStatus.CANCELLED)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741 - the item, as in the other type variables' one-letter names
 R = TypeVar("R")
@@ -40,7 +40,11 @@ class GroupCommit(Generic[I, R]):
         self._pending.append((item, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._run(), name="group-commit")
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_consume)  # nobody awaits it any more: no "never retrieved" noise
+            raise
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -88,3 +92,8 @@ class GroupCommit(Generic[I, R]):
                 if not future.done():
                     future.cancel()
             self._pending = []
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -115,6 +115,10 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
         except BaseException as error:
             if driver.is_closed() or _is_connection_error(error) or isinstance(error, asyncpg.InterfaceError):
                 await conn.invalidate()
+            elif not isinstance(error, Exception):
+                # Cancelled, perhaps mid-statement: the connection's state is unknown, so it is closed
+                # (without awaiting, the task is being cancelled); the next checkout replaces it.
+                driver.terminate()
             raise
 
 
