@@ -46,6 +46,11 @@ class GroupCommit(Generic[I, R]):
             future.add_done_callback(_consume)  # nobody awaits it any more: no "never retrieved" noise
             raise
 
+    @property
+    def busy(self) -> bool:
+        """A write is in flight (what is submitted now waits for it and goes in the next one)."""
+        return self._writer is not None and not self._writer.done()
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
