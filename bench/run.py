@@ -400,6 +400,8 @@ def start_profiler(run: Run, case: Case, pid: int) -> subprocess.Popen[bytes] | 
     if not run.args.profile:
         return None
     spy = PEERS_PYTHON.parent / "py-spy"
+    if not spy.exists():  # the project's dev dependencies have it too
+        spy = ROOT / ".venv" / "bin" / "py-spy"
     out = RESULTS / f"{run.stamp}-profile-{case.scenario}-{_slug(case.label)}.txt"
     return subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--output", str(out)],

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 
 from jobwire.server.api.context import CallContext, metadata_value
 from jobwire.server.errors import InvalidArgument, Unavailable
@@ -82,7 +83,8 @@ class WorkerApi:
             )
         )
         await self._dispatcher.attach(session)
-        reader = asyncio.create_task(self._read(requests, session), name=f"worker-{hello.worker_id}")
+        storing: set[asyncio.Task[bool]] = set()
+        reader = asyncio.create_task(self._read(requests, session, storing), name=f"worker-{hello.worker_id}")
         try:
             async for message in self._outgoing(outbox, reader):
                 yield message
@@ -91,7 +93,14 @@ class WorkerApi:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             # Shielded: the stream may end by cancellation, and the jobs must still be released.
-            await asyncio.shield(self._dispatcher.detach(session))
+            await asyncio.shield(self._end(session, storing))
+
+    async def _end(self, session: WorkerSession, storing: set[asyncio.Task[bool]]) -> None:
+        # Results the worker sent are stored (or have failed) before its other attempts are given back,
+        # so a finished job is not requeued because its result was still on the way.
+        if storing:
+            await asyncio.wait(set(storing))
+        await self._dispatcher.detach(session)
 
     async def _outgoing(
         self, outbox: asyncio.Queue[Outbound], reader: asyncio.Task[None]
@@ -114,7 +123,12 @@ class WorkerApi:
             elif isinstance(event, CloseSession):
                 raise Unavailable(f"session closed by the server: {event.reason}")
 
-    async def _read(self, requests: AsyncIterator[worker_pb2.ConnectRequest], session: WorkerSession) -> None:
+    async def _read(
+        self,
+        requests: AsyncIterator[worker_pb2.ConnectRequest],
+        session: WorkerSession,
+        storing: set[asyncio.Task[bool]],
+    ) -> None:
         dispatcher = self._dispatcher
         async for message in requests:
             dispatcher.heard_from(session)
@@ -131,6 +145,23 @@ class WorkerApi:
                 c = message.chunk
                 await dispatcher.report_chunk(c.job_id, c.attempt, c.seq, c.output)
             elif kind == "result":
+                # Not awaited: the next results of this stream (and of other streams) are read meanwhile
+                # and join the same group commit. A worker has at most `slots` attempts, so this holds at
+                # most that many stores, and waits when a misbehaving worker sends more.
+                if len(storing) >= session.slots:
+                    await asyncio.wait(set(storing), return_when=asyncio.FIRST_COMPLETED)
                 r = message.result
                 error = r.error if r.HasField("error") else None
-                await dispatcher.report_result(session, r.job_id, r.attempt, r.output or None, error)
+                task = asyncio.create_task(
+                    dispatcher.report_result(session, r.job_id, r.attempt, r.output or None, error)
+                )
+                storing.add(task)
+                task.add_done_callback(partial(_stored, session, storing))
+
+
+def _stored(session: WorkerSession, storing: set[asyncio.Task[bool]], task: asyncio.Task[bool]) -> None:
+    storing.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # The store stayed unavailable through the dispatcher's retries: end the session (as a failing
+        # read would), so the worker reconnects and its attempts are released.
+        session.send(CloseSession(f"could not store a result: {task.exception()}"))

@@ -31,6 +31,7 @@ from jobwire.server.observability import DispatchObserver, Metrics, Tracing, log
 from jobwire.server.observability.logs import replace_context
 from jobwire.server.store import ClaimedJob, JobStore, WorkerPresence, WorkerRow, WorkerStore
 from jobwire.server.store.database import JOB_ENDED, JOB_QUEUED
+from jobwire.server.store.jobs import Reservation
 
 log = logging.getLogger("jobwire.dispatch")
 T = TypeVar("T")
@@ -84,6 +85,8 @@ class WorkerSession:
     accelerators: str = "[]"
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     credits: int = 0
+    #: Of the credits, those taken by a claim in flight or held for a job being submitted.
+    reserved: int = 0
     draining: bool = False
     closed: bool = False
     #: job id -> attempt, for the attempts this worker runs.
@@ -145,6 +148,10 @@ class Dispatcher:
         self._sweeps = 0
         # Observability (issue 6): metrics and spans at claim -> assign, result and requeue; no decisions.
         self._observe = observer or DispatchObserver(Metrics(process_metrics=False), Tracing())
+        # A job queued by this process wakes its endpoint at once, without the NOTIFY round trip; and
+        # while a local worker is idle, a job submitted here starts on it as it is inserted.
+        jobs.on_queued(self.wake)
+        jobs.on_enqueue(self._reserve)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -162,6 +169,7 @@ class Dispatcher:
         for task in [*self._background, *self._loops.values(), *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._jobs.close()
 
     @property
     def sessions(self) -> list[WorkerSession]:
@@ -335,16 +343,46 @@ class Dispatcher:
                 return
             session = sessions[0]
             sessions.rotate(-1)
-            wanted = session.credits
+            wanted = session.credits - session.reserved
             if session.closed or session.draining or wanted <= 0:
                 continue
             now = self._clock.now()
             lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
             claim_started = self._observe.claim_started()
-            claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
+            # The slots are held while the claim runs, so a submission meanwhile cannot reserve them too.
+            session.reserved += wanted
+            try:
+                claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
+            finally:
+                session.reserved -= wanted
             self._hand_over(session, claimed, claim_started)
             if len(claimed) < wanted:
                 return  # the queue is empty
+
+    def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
+        """A free slot of a local worker of the endpoint, for a job being submitted (see
+        `JobStore.on_enqueue`); None when every worker here is busy."""
+        for session in self._by_endpoint.get(endpoint, ()):
+            if not session.closed and not session.draining and session.credits > session.reserved:
+                session.reserved += 1
+                claim_started = self._observe.claim_started()
+                return Reservation(
+                    worker_id=session.worker_id,
+                    lease_until=now + timedelta(milliseconds=self.settings.lease_ms),
+                    deliver=partial(self._deliver_reserved, session, claim_started),
+                    release=partial(self._unreserve, session),
+                )
+        return None
+
+    def _deliver_reserved(
+        self, session: WorkerSession, claim_started: int | None, claimed: ClaimedJob
+    ) -> None:
+        session.reserved -= 1
+        self._hand_over(session, [claimed], claim_started)
+
+    def _unreserve(self, session: WorkerSession) -> None:
+        session.reserved -= 1
+        self.wake(session.endpoint)  # the job was queued instead: the slot may claim it
 
     def _hand_over(
         self, session: WorkerSession, claimed: list[ClaimedJob], claim_started: int | None = None

@@ -7,15 +7,27 @@ nothing. Times are parameters (`now`), never the database's clock, so tests can 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, NewJob
-from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, JOB_QUEUED, QUEUE_PURGED, transaction
+from jobwire.server.store.batch import GroupCommit
+from jobwire.server.store.database import (
+    JOB_CHUNKS,
+    JOB_ENDED,
+    JOB_QUEUED,
+    QUEUE_PURGED,
+    Sql,
+    fetch,
+    fetch_one,
+    sql,
+)
 
 _ALIVE = "j.expires_at > :now AND (j.retain_until IS NULL OR j.retain_until > :now)"
 _VIEW = (
@@ -44,7 +56,7 @@ _ENDED = (
     "retain_until = CAST(:now AS timestamptz) + retention_ms * interval '1 millisecond'"
 )
 
-ENQUEUE = text(
+ENQUEUE = sql(
     f"""
     WITH new_job AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
@@ -66,7 +78,74 @@ ENQUEUE = text(
     """
 )
 
-GET_BY_IDEMPOTENCY_KEY = text(
+# ENQUEUE for when an idle worker of this replica has a slot reserved for the job: unless older jobs are
+# waiting (they go first), the job is inserted as its first attempt, running on that worker, so it
+# skips a claim round trip. Otherwise it is queued as by ENQUEUE and the reservation is given back.
+ENQUEUE_CLAIMED = sql(
+    f"""
+    WITH ahead AS (
+        SELECT EXISTS (
+            SELECT 1 FROM jobs WHERE endpoint = :endpoint AND status = 'IN_QUEUE' AND expires_at > :now
+        ) AS waiting
+    ), new_job AS (
+        INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at, idempotency_key,
+                          attempt, started_at, worker_id, lease_until, deadline_at)
+        SELECT :id, :endpoint, CASE WHEN waiting THEN 'IN_QUEUE' ELSE 'IN_PROGRESS' END, :priority,
+               :max_attempts, :sync, :webhook, :execution_timeout_ms, :ttl_ms, :retention_ms, :now, :now,
+               CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond',
+               :idempotency_key,
+               CASE WHEN waiting THEN 0 ELSE 1 END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:now AS timestamptz) END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:worker_id AS text) END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:lease_until AS timestamptz) END,
+               CASE WHEN waiting THEN NULL ELSE CAST(:now AS timestamptz)
+                   + CAST(:execution_timeout_ms AS integer) * interval '1 millisecond' END
+        FROM ahead
+        ON CONFLICT (endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING seq, status
+    ), payloads AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT seq, 'input', :input FROM new_job
+        UNION ALL
+        SELECT seq, 's3_config', CAST(:s3_config AS bytea) FROM new_job
+        WHERE CAST(:s3_config AS bytea) IS NOT NULL
+    )
+    SELECT seq, status, CASE WHEN status = 'IN_QUEUE' THEN pg_notify('{JOB_QUEUED}', :endpoint) END
+    FROM new_job
+    """
+)
+
+# Many submissions (without idempotency keys) in one statement (see `GroupCommit`); one NOTIFY per endpoint.
+ENQUEUE_MANY = sql(
+    f"""
+    WITH submitted AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:endpoints AS text[]), CAST(:priorities AS smallint[]),
+            CAST(:max_attempts AS integer[]), CAST(:syncs AS boolean[]), CAST(:webhooks AS text[]),
+            CAST(:execution_timeouts AS integer[]), CAST(:ttls AS integer[]), CAST(:retentions AS integer[]),
+            CAST(:nows AS timestamptz[]), CAST(:inputs AS bytea[]), CAST(:s3_configs AS bytea[])
+        ) AS s(id, endpoint, priority, max_attempts, sync, webhook, execution_timeout_ms, ttl_ms,
+               retention_ms, now, input, s3_config)
+    ), new_jobs AS (
+        INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at)
+        SELECT id, endpoint, 'IN_QUEUE', priority, max_attempts, sync, webhook, execution_timeout_ms,
+               ttl_ms, retention_ms, now, now, now + ttl_ms * interval '1 millisecond'
+        FROM submitted
+        RETURNING seq, id, endpoint
+    ), payloads AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT j.seq, 'input', s.input FROM new_jobs j JOIN submitted s ON s.id = j.id
+        UNION ALL
+        SELECT j.seq, 's3_config', s.s3_config FROM new_jobs j JOIN submitted s ON s.id = j.id
+        WHERE s.s3_config IS NOT NULL
+    )
+    SELECT e.endpoint, pg_notify('{JOB_QUEUED}', e.endpoint) FROM (SELECT DISTINCT endpoint FROM new_jobs) e
+    """
+)
+
+GET_BY_IDEMPOTENCY_KEY = sql(
     f"""
     SELECT {_VIEW}, p.data AS output, {_ALIVE} AS alive
     FROM jobs j
@@ -76,12 +155,12 @@ GET_BY_IDEMPOTENCY_KEY = text(
 )
 
 # A key whose job has expired but is not pruned yet may be used again.
-FORGET_IDEMPOTENCY_KEY = text(
+FORGET_IDEMPOTENCY_KEY = sql(
     f"UPDATE jobs j SET idempotency_key = NULL WHERE j.endpoint = :endpoint AND j.idempotency_key = :key "
     f"AND NOT ({_ALIVE})"
 )
 
-GET = text(
+GET = sql(
     f"""
     SELECT {_VIEW}, p.data AS output
     FROM jobs j
@@ -90,7 +169,7 @@ GET = text(
     """
 )
 
-CANCEL = text(
+CANCEL = sql(
     f"""
     WITH ended AS (
         UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
@@ -101,7 +180,7 @@ CANCEL = text(
     """
 )
 
-RETRY = text(
+RETRY = sql(
     f"""
     WITH target AS (
         UPDATE jobs j
@@ -123,7 +202,7 @@ RETRY = text(
     """
 )
 
-PURGE = text(
+PURGE = sql(
     f"""
     WITH purged AS (
         UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
@@ -134,7 +213,7 @@ PURGE = text(
     """
 )
 
-COUNT = text(
+COUNT = sql(
     f"""
     SELECT j.status, count(*) AS n FROM jobs j WHERE j.endpoint = :endpoint AND {_ALIVE} GROUP BY j.status
     UNION ALL
@@ -142,7 +221,7 @@ COUNT = text(
     """
 )
 
-CLAIM = text(
+CLAIM = sql(
     f"""
     WITH picked AS MATERIALIZED (
         SELECT seq FROM jobs
@@ -166,7 +245,8 @@ CLAIM = text(
     """
 )
 
-FINISH = text(
+# One result: FINISH_MANY for a batch of one, without the arrays (a 10 MB output is not copied into one).
+FINISH = sql(
     f"""
     WITH done AS (
         UPDATE jobs j SET status = :status, error = :error, {_ENDED}
@@ -181,7 +261,33 @@ FINISH = text(
     """
 )
 
-APPEND_CHUNK = text(
+# Many results in one statement (see `GroupCommit`): each row is still guarded by its own (id, attempt) and
+# IN_PROGRESS, so a stale report in the batch changes nothing while the others land.
+FINISH_MANY = sql(
+    f"""
+    WITH reports AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
+                             CAST(:outputs AS bytea[]), CAST(:errors AS text[]), CAST(:nows AS timestamptz[]))
+            AS r(id, attempt, status, output, error, now)
+    ), done AS (
+        UPDATE jobs j SET status = r.status, error = r.error, finished_at = r.now, lease_until = NULL,
+            deadline_at = NULL, retain_until = r.now + j.retention_ms * interval '1 millisecond'
+        FROM reports r
+        WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'IN_PROGRESS'
+        RETURNING j.seq, j.id, j.webhook, r.output, r.now
+    ), outbox AS (
+        INSERT INTO webhook_deliveries (job_seq, url, next_attempt_at, created_at)
+        SELECT seq, webhook, now, now FROM done WHERE webhook IS NOT NULL
+    ), stored AS (
+        INSERT INTO job_payloads (job_seq, kind, data)
+        SELECT seq, 'output', output FROM done WHERE output IS NOT NULL
+        ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
+    )
+    SELECT id, pg_notify('{JOB_ENDED}', id) FROM done
+    """
+)
+
+APPEND_CHUNK = sql(
     f"""
     WITH running AS (
         SELECT seq, id FROM jobs WHERE id = :id AND attempt = :attempt AND status = 'IN_PROGRESS'
@@ -201,7 +307,7 @@ APPEND_CHUNK = text(
 
 # Runpod's /stream: the chunks no earlier read returned, with the status seen in the same snapshot;
 # the cursor moves in the same statement, so two readers never both get a chunk.
-READ_NEW_CHUNKS = text(
+READ_NEW_CHUNKS = sql(
     f"""
     WITH cur AS (
         SELECT j.seq, j.id, j.status, j.stream_read_seq FROM jobs j
@@ -217,7 +323,7 @@ READ_NEW_CHUNKS = text(
     """
 )
 
-SET_PROGRESS = text(
+SET_PROGRESS = sql(
     """
     INSERT INTO job_payloads (job_seq, kind, data)
     SELECT seq, 'progress', :data FROM jobs WHERE id = :id AND attempt = :attempt AND status = 'IN_PROGRESS'
@@ -226,14 +332,14 @@ SET_PROGRESS = text(
     """
 )
 
-EXTEND_LEASES = text(
+EXTEND_LEASES = sql(
     """
     UPDATE jobs SET lease_until = :lease_until
     WHERE status = 'IN_PROGRESS' AND worker_id = ANY(CAST(:worker_ids AS text[]))
     """
 )
 
-TIME_OUT = text(
+TIME_OUT = sql(
     f"""
     WITH due AS (
         SELECT seq FROM jobs WHERE status = 'IN_PROGRESS' AND deadline_at < :now
@@ -250,11 +356,11 @@ TIME_OUT = text(
 )
 
 
-def _release(selection: str) -> Any:
+def _release(selection: str) -> Sql:
     """Gives running attempts up (their worker is gone): back to the queue, or FAILED once the job has
     used all its attempts. The attempt's progress and chunks go, so the next attempt starts clean."""
     spent = "j.attempt >= j.max_attempts"
-    return text(
+    return sql(
         f"""
         WITH moved AS (
             UPDATE jobs j SET
@@ -292,7 +398,7 @@ RESCUE_EXPIRED = _release(
 )
 
 # Runpod's `/status?ttl=`: an ended job's result goes sooner; a running one's will be kept at most that long.
-SHORTEN_RETENTION = text(
+SHORTEN_RETENTION = sql(
     f"""
     UPDATE jobs j SET
         retain_until = LEAST(
@@ -303,14 +409,14 @@ SHORTEN_RETENTION = text(
     """
 )
 
-JOB_STATUS = text("SELECT status FROM jobs WHERE id = :id")
+JOB_STATUS = sql("SELECT status FROM jobs WHERE id = :id")
 
-RUNNING_ATTEMPT = text(
+RUNNING_ATTEMPT = sql(
     "SELECT attempt FROM jobs WHERE id = :id AND endpoint = :endpoint AND worker_id = :worker_id "
     "AND status = 'IN_PROGRESS'"
 )
 
-CHUNKS_SINCE = text(
+CHUNKS_SINCE = sql(
     f"""
     SELECT c.seq, c.data FROM jobs j JOIN job_chunks c ON c.job_seq = j.seq
     WHERE j.endpoint = :endpoint AND j.id = :id AND c.seq >= :from_seq AND {_ALIVE}
@@ -331,63 +437,191 @@ class ClaimedJob:
     webhook: str | None
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """A free slot of a local worker, held for a job being submitted (see `JobStore.on_enqueue`)."""
+
+    worker_id: str
+    lease_until: datetime
+    #: Hands the job, inserted as running on this worker, over to it.
+    deliver: Callable[[ClaimedJob], None]
+    #: Gives the slot back: the job was queued instead (older jobs were waiting), or not inserted.
+    release: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class _Finish:
+    job_id: str
+    attempt: int
+    status: JobStatus
+    output: bytes | None
+    error: str | None
+    now: datetime
+
+
 def _job(row: Any) -> Job:
     return Job(
-        id=row.id,
-        endpoint=row.endpoint,
-        status=JobStatus(row.status),
-        attempt=row.attempt,
-        retries=row.retries,
-        queued_at=row.queued_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        worker_id=row.worker_id,
-        error=row.error,
-        output=row.output,
+        id=row["id"],
+        endpoint=row["endpoint"],
+        status=JobStatus(row["status"]),
+        attempt=row["attempt"],
+        retries=row["retries"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        worker_id=row["worker_id"],
+        error=row["error"],
+        output=row["output"],
     )
 
 
+def _started(job: NewJob, worker_id: str, now: datetime) -> ClaimedJob:
+    """The first attempt of a job inserted as running (what CLAIM would have returned for it)."""
+    view = Job(job.id, job.endpoint, JobStatus.IN_PROGRESS, 1, 0, now, now, None, worker_id, None, None)
+    return ClaimedJob(view, job.input, job.s3_config, job.execution_timeout_ms, job.webhook)
+
+
 class JobStore:
-    """Jobs in Postgres. Rows never leave this class: it returns domain dataclasses."""
+    """Jobs in Postgres. Rows never leave this class: it returns domain dataclasses.
+
+    Every method is one statement, run in autocommit on a pooled connection (one round trip, committed
+    before it returns); results of running attempts are group-committed (`finish_job`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._finishes: GroupCommit[_Finish, bool] = GroupCommit(self._finish_many, key=lambda f: f.job_id)
+        self._queued_callbacks: list[Callable[[str], None]] = []
+        self._reserve: Callable[[str, datetime], Reservation | None] | None = None
+        self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
+            self._enqueue_many, key=lambda s: s[0].id
+        )
+
+    def on_enqueue(self, reserve: Callable[[str, datetime], Reservation | None]) -> None:
+        """`reserve(endpoint, now)` offers a local worker's free slot for each job being submitted; the
+        job then starts on it in the statement that inserts it (when no older job is waiting)."""
+        self._reserve = reserve
+
+    def on_queued(self, callback: Callable[[str], None]) -> None:
+        """Calls `callback(endpoint)` as soon as this process has queued a job there. NOTIFY tells every
+        replica too, this one included, but only after a trip through Postgres and the LISTEN connection;
+        the local call lets a dispatcher with an idle worker claim without waiting for it."""
+        self._queued_callbacks.append(callback)
+
+    def _queued(self, endpoint: str) -> None:
+        for callback in self._queued_callbacks:
+            callback(endpoint)
+
+    async def _rows(self, statement: Sql, **params: Any) -> list[Any]:
+        return await fetch(self._engine, statement, params)
+
+    async def _one(self, statement: Sql, **params: Any) -> Any:
+        return await fetch_one(self._engine, statement, params)
 
     async def enqueue_job(self, job: NewJob, now: datetime) -> Job:
         """Queues the job; with an idempotency key already used by a live job, returns that job instead."""
         for _ in range(2):
-            created = await self._insert(job, now)
+            status = await self._insert(job, now)
+            if status == JobStatus.IN_QUEUE:
+                self._queued(job.endpoint)
+            created = status is not None
             if created or job.idempotency_key is None:
                 return Job(job.id, job.endpoint, JobStatus.IN_QUEUE, 0, 0, now, None, None, None, None, None)
             row = await self._one(
                 GET_BY_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now
             )
-            if row is not None and row.alive:
+            if row is not None and row["alive"]:
                 return _job(row)
             await self._one(FORGET_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now)
         raise RuntimeError("the idempotency key is being reused concurrently")  # pragma: no cover
 
-    async def _insert(self, job: NewJob, now: datetime) -> bool:
-        async with transaction(self._engine) as conn:
-            result = await conn.execute(
-                ENQUEUE,
-                {
-                    "id": job.id,
-                    "endpoint": job.endpoint,
-                    "priority": int(job.priority),
-                    "max_attempts": job.max_attempts,
-                    "sync": job.sync,
-                    "webhook": job.webhook,
-                    "execution_timeout_ms": job.execution_timeout_ms,
-                    "ttl_ms": job.ttl_ms,
-                    "retention_ms": job.retention_ms,
-                    "now": now,
-                    "input": job.input,
-                    "s3_config": job.s3_config,
-                    "idempotency_key": job.idempotency_key,
-                },
+    async def _insert(self, job: NewJob, now: datetime) -> JobStatus | None:
+        """Inserts the job, queued or (with a reserved slot) running; None when its idempotency key is
+        taken."""
+        # A direct start saves a claim but is an insert of its own; while inserts are in flight (a burst
+        # of submissions), batching them costs fewer statements per job, so the job joins the batch.
+        reservation = None
+        if self._reserve is not None and not self._submissions.busy:
+            reservation = self._reserve(job.endpoint, now)
+        if reservation is None:
+            return await self._insert_queued(job, now)
+        # Shielded: a submitter that goes away mid-insert must not leave a job started on a worker that
+        # was never told (it would wait for its lease to run out).
+        return await asyncio.shield(self._insert_started(job, now, reservation))
+
+    async def _insert_started(self, job: NewJob, now: datetime, reservation: Reservation) -> JobStatus | None:
+        try:
+            row = await self._one(
+                ENQUEUE_CLAIMED, **self._insert_params(job, now), worker_id=reservation.worker_id,
+                lease_until=reservation.lease_until,
+            )  # fmt: skip
+        except BaseException:
+            reservation.release()
+            raise
+        if row is None or row["status"] != "IN_PROGRESS":
+            reservation.release()
+            return None if row is None else JobStatus.IN_QUEUE
+        reservation.deliver(_started(job, reservation.worker_id, now))
+        return JobStatus.IN_PROGRESS
+
+    async def _insert_queued(self, job: NewJob, now: datetime) -> JobStatus | None:
+        if job.idempotency_key is None:
+            # Submissions that arrive while another insert is in flight are inserted together.
+            return await self._submissions.submit((job, now))
+        row = await self._one(ENQUEUE, **self._insert_params(job, now))
+        return None if row is None else JobStatus.IN_QUEUE
+
+    async def _enqueue_many(
+        self, submissions: list[tuple[NewJob, datetime]]
+    ) -> list[JobStatus | Exception | None]:
+        """Queues many jobs in one statement. A statement error (not a lost connection) fails the whole
+        batch, so then each job is inserted on its own: only the job at fault gets the error."""
+        if len(submissions) == 1:
+            return [await self._insert_one(*submissions[0])]
+        jobs = [job for job, _ in submissions]
+        try:
+            await self._rows(
+                ENQUEUE_MANY,
+                ids=[j.id for j in jobs],
+                endpoints=[j.endpoint for j in jobs],
+                priorities=[int(j.priority) for j in jobs],
+                max_attempts=[j.max_attempts for j in jobs],
+                syncs=[j.sync for j in jobs],
+                webhooks=[j.webhook for j in jobs],
+                execution_timeouts=[j.execution_timeout_ms for j in jobs],
+                ttls=[j.ttl_ms for j in jobs],
+                retentions=[j.retention_ms for j in jobs],
+                nows=[now for _, now in submissions],
+                inputs=[j.input for j in jobs],
+                s3_configs=[j.s3_config for j in jobs],
             )
-            return result.first() is not None
+        except asyncpg.PostgresError:
+            return [await self._insert_one(job, now) for job, now in submissions]
+        return [JobStatus.IN_QUEUE] * len(submissions)
+
+    async def _insert_one(self, job: NewJob, now: datetime) -> JobStatus | Exception | None:
+        try:
+            row = await self._one(ENQUEUE, **self._insert_params(job, now))
+        except Exception as error:  # this job's own error, for its caller alone
+            return error
+        return None if row is None else JobStatus.IN_QUEUE
+
+    @staticmethod
+    def _insert_params(job: NewJob, now: datetime) -> dict[str, Any]:
+        return dict(
+            id=job.id,
+            endpoint=job.endpoint,
+            priority=int(job.priority),
+            max_attempts=job.max_attempts,
+            sync=job.sync,
+            webhook=job.webhook,
+            execution_timeout_ms=job.execution_timeout_ms,
+            ttl_ms=job.ttl_ms,
+            retention_ms=job.retention_ms,
+            now=now,
+            input=job.input,
+            s3_config=job.s3_config,
+            idempotency_key=job.idempotency_key,
+        )
 
     async def get_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
         row = await self._one(GET, endpoint=endpoint, id=job_id, now=now)
@@ -401,18 +635,17 @@ class JobStore:
     async def retry_job(self, endpoint: str, job_id: str, attempt_budget: int, now: datetime) -> Job | None:
         """Requeues a FAILED or TIMED_OUT job with `attempt_budget` more attempts; None otherwise."""
         row = await self._one(RETRY, endpoint=endpoint, id=job_id, attempt_budget=attempt_budget, now=now)
-        return None if row is None else _job(row)
+        if row is None:
+            return None
+        self._queued(endpoint)
+        return _job(row)
 
     async def purge_queue(self, endpoint: str, now: datetime) -> int:
         row = await self._one(PURGE, endpoint=endpoint, now=now)
-        return int(row.removed) if row is not None else 0
+        return int(row["removed"]) if row is not None else 0
 
     async def count_jobs(self, endpoint: str, now: datetime) -> JobCounts:
-        async with transaction(self._engine) as conn:
-            counts = {
-                row.status: int(row.n)
-                for row in await conn.execute(COUNT, {"endpoint": endpoint, "now": now})
-            }
+        counts = {row["status"]: int(row["n"]) for row in await self._rows(COUNT, endpoint=endpoint, now=now)}
         return JobCounts(
             in_queue=counts.get("IN_QUEUE", 0),
             in_progress=counts.get("IN_PROGRESS", 0),
@@ -427,22 +660,16 @@ class JobStore:
         self, endpoint: str, worker_id: str, limit: int, lease_until: datetime, now: datetime
     ) -> list[ClaimedJob]:
         """Claims up to `limit` queued jobs (normal priority first, then oldest) for one worker."""
-        params = {
-            "endpoint": endpoint,
-            "worker_id": worker_id,
-            "limit": limit,
-            "lease_until": lease_until,
-            "now": now,
-        }
-        async with transaction(self._engine) as conn:
-            rows = (await conn.execute(CLAIM, params)).all()
+        rows = await self._rows(
+            CLAIM, endpoint=endpoint, worker_id=worker_id, limit=limit, lease_until=lease_until, now=now
+        )
         return [
             ClaimedJob(
                 job=_job(row),
-                input=row.input,
-                s3_config=row.s3_config,
-                execution_timeout_ms=row.execution_timeout_ms,
-                webhook=row.webhook,
+                input=row["input"],
+                s3_config=row["s3_config"],
+                execution_timeout_ms=row["execution_timeout_ms"],
+                webhook=row["webhook"],
             )
             for row in rows
         ]
@@ -456,13 +683,37 @@ class JobStore:
         error: str | None,
         now: datetime,
     ) -> bool:
-        """Ends a running attempt; False when the attempt is no longer the job's running one."""
+        """Ends a running attempt; False when the attempt is no longer the job's running one. Results
+        that arrive while another write is in flight are stored together in the next one."""
         if not status.is_terminal:
             raise ValueError(f"{status} is not a terminal state")
-        row = await self._one(
-            FINISH, id=job_id, attempt=attempt, status=str(status), output=output, error=error, now=now
+        return await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
+
+    async def _finish_many(self, results: list[_Finish]) -> list[bool | Exception]:
+        """Ends many running attempts in one statement; whether each was still the job's running one."""
+        if len(results) == 1:
+            (r,) = results
+            row = await self._one(
+                FINISH, id=r.job_id, attempt=r.attempt, status=str(r.status), output=r.output, error=r.error,
+                now=r.now,
+            )  # fmt: skip
+            return [row is not None]
+        rows = await self._rows(
+            FINISH_MANY,
+            ids=[r.job_id for r in results],
+            attempts=[r.attempt for r in results],
+            statuses=[str(r.status) for r in results],
+            outputs=[r.output for r in results],
+            errors=[r.error for r in results],
+            nows=[r.now for r in results],
         )
-        return row is not None
+        ended = {row["id"] for row in rows}
+        return [r.job_id in ended for r in results]
+
+    async def close(self) -> None:
+        """Stops the result writer (what it had not written yet is reported as cancelled)."""
+        await self._finishes.close()
+        await self._submissions.close()
 
     async def append_chunk(
         self, job_id: str, attempt: int, seq: int | None, data: bytes, now: datetime
@@ -475,25 +726,20 @@ class JobStore:
     async def read_new_chunks(
         self, endpoint: str, job_id: str, now: datetime
     ) -> tuple[JobStatus, list[Chunk]] | None:
-        async with transaction(self._engine) as conn:
-            rows = (
-                await conn.execute(READ_NEW_CHUNKS, {"endpoint": endpoint, "id": job_id, "now": now})
-            ).all()
+        rows = await self._rows(READ_NEW_CHUNKS, endpoint=endpoint, id=job_id, now=now)
         if not rows:
             return None
-        return JobStatus(rows[0].status), [Chunk(r.seq, r.data) for r in rows if r.seq is not None]
+        return JobStatus(rows[0]["status"]), [
+            Chunk(r["seq"], r["data"]) for r in rows if r["seq"] is not None
+        ]
 
     async def chunks_since(
         self, endpoint: str, job_id: str, from_seq: int, now: datetime, limit: int = 500
     ) -> list[Chunk]:
-        params = {"endpoint": endpoint, "id": job_id, "from_seq": from_seq, "now": now, "limit": limit}
-        async with transaction(self._engine) as conn:
-            rows = (await conn.execute(CHUNKS_SINCE, params)).all()
-        return [Chunk(r.seq, r.data) for r in rows]
-
-    async def _one(self, statement: Any, **params: Any) -> Any:
-        async with transaction(self._engine) as conn:
-            return (await conn.execute(statement, params)).first()
+        rows = await self._rows(
+            CHUNKS_SINCE, endpoint=endpoint, id=job_id, from_seq=from_seq, now=now, limit=limit
+        )
+        return [Chunk(r["seq"], r["data"]) for r in rows]
 
     async def set_progress(self, job_id: str, attempt: int, data: bytes) -> bool:
         """Stores the latest progress update of a running attempt (shown as `output` while IN_PROGRESS)."""
@@ -502,8 +748,7 @@ class JobStore:
     async def extend_leases(self, worker_ids: list[str], lease_until: datetime) -> None:
         """Extends the leases of every running job of these workers, in one statement."""
         if worker_ids:
-            async with transaction(self._engine) as conn:
-                await conn.execute(EXTEND_LEASES, {"worker_ids": worker_ids, "lease_until": lease_until})
+            await self._rows(EXTEND_LEASES, worker_ids=worker_ids, lease_until=lease_until)
 
     async def release_attempts(
         self, attempts: list[tuple[str, int]], reason: str, now: datetime
@@ -511,40 +756,33 @@ class JobStore:
         """Requeues (or fails, when out of attempts) these running attempts; returns what became of them."""
         if not attempts:
             return []
-        params = {
-            "ids": [a[0] for a in attempts],
-            "attempts": [a[1] for a in attempts],
-            "reason": reason,
-            "now": now,
-        }
-        async with transaction(self._engine) as conn:
-            rows = (await conn.execute(RELEASE_ATTEMPTS, params)).all()
-        return [(row.id, JobStatus(row.status)) for row in rows]
+        rows = await self._rows(
+            RELEASE_ATTEMPTS,
+            ids=[a[0] for a in attempts],
+            attempts=[a[1] for a in attempts],
+            reason=reason,
+            now=now,
+        )
+        return [(row["id"], JobStatus(row["status"])) for row in rows]
 
     async def rescue_expired_leases(self, now: datetime, limit: int = 1000) -> list[tuple[str, JobStatus]]:
         """Requeues (or fails) running jobs whose lease ran out: their worker or its replica died."""
-        params = {"reason": "the worker stopped responding", "now": now, "limit": limit}
-        async with transaction(self._engine) as conn:
-            rows = (await conn.execute(RESCUE_EXPIRED, params)).all()
-        return [(row.id, JobStatus(row.status)) for row in rows]
+        rows = await self._rows(RESCUE_EXPIRED, reason="the worker stopped responding", now=now, limit=limit)
+        return [(row["id"], JobStatus(row["status"])) for row in rows]
 
     async def time_out_jobs(self, now: datetime, limit: int = 1000) -> list[str]:
         """Ends running attempts past their execution deadline as TIMED_OUT; returns their job ids."""
-        async with transaction(self._engine) as conn:
-            rows = (await conn.execute(TIME_OUT, {"now": now, "limit": limit})).all()
-        return [row.id for row in rows]
+        rows = await self._rows(TIME_OUT, now=now, limit=limit)
+        return [row["id"] for row in rows]
 
     async def shorten_retention(self, endpoint: str, job_id: str, ttl_ms: int, now: datetime) -> None:
-        async with transaction(self._engine) as conn:
-            await conn.execute(
-                SHORTEN_RETENTION, {"endpoint": endpoint, "id": job_id, "ttl_ms": ttl_ms, "now": now}
-            )
+        await self._rows(SHORTEN_RETENTION, endpoint=endpoint, id=job_id, ttl_ms=ttl_ms, now=now)
 
     async def job_status(self, job_id: str) -> JobStatus | None:
         row = await self._one(JOB_STATUS, id=job_id)
-        return None if row is None else JobStatus(row.status)
+        return None if row is None else JobStatus(row["status"])
 
     async def running_attempt(self, endpoint: str, job_id: str, worker_id: str) -> int | None:
         """The attempt this worker runs of the job, if it runs one (for workers that do not send attempts)."""
         row = await self._one(RUNNING_ATTEMPT, endpoint=endpoint, id=job_id, worker_id=worker_id)
-        return None if row is None else int(row.attempt)
+        return None if row is None else int(row["attempt"])

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jobwire.server.store.database import transaction
+from jobwire.server.store.database import fetch, fetch_one, sql
 
-REGISTER = text(
+REGISTER = sql(
     """
     INSERT INTO workers (id, endpoint, session_id, kind, slots, busy, draining, sdk_version, accelerators,
                          connected_at, last_seen_at)
@@ -23,7 +22,7 @@ REGISTER = text(
     """
 )
 
-TOUCH = text(
+TOUCH = sql(
     """
     UPDATE workers w SET last_seen_at = :now, busy = v.busy, draining = v.draining
     FROM unnest(CAST(:ids AS text[]), CAST(:sessions AS text[]), CAST(:busy AS integer[]),
@@ -33,9 +32,9 @@ TOUCH = text(
 )
 
 # Only the session that registered the row removes it: a worker that reconnected keeps its new row.
-REMOVE = text("DELETE FROM workers WHERE id = :id AND session_id = :session_id")
+REMOVE = sql("DELETE FROM workers WHERE id = :id AND session_id = :session_id")
 
-COUNT = text(
+COUNT = sql(
     """
     SELECT
         count(*) FILTER (WHERE fresh AND busy = 0) AS idle,
@@ -46,7 +45,7 @@ COUNT = text(
     """
 )
 
-PRUNE = text("DELETE FROM workers WHERE last_seen_at < :before")
+PRUNE = sql("DELETE FROM workers WHERE last_seen_at < :before")
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,7 @@ class WorkerStore:
         self._engine = engine
 
     async def register(self, worker: WorkerRow, now: datetime) -> None:
-        params = {**worker.__dict__, "now": now}
-        async with transaction(self._engine) as conn:
-            await conn.execute(REGISTER, params)
+        await fetch(self._engine, REGISTER, {**worker.__dict__, "now": now})
 
     async def touch(self, presences: list[WorkerPresence], now: datetime) -> None:
         """Refreshes many workers' liveness and load in one statement."""
@@ -96,19 +93,18 @@ class WorkerStore:
             "draining": [p.draining for p in presences],
             "now": now,
         }
-        async with transaction(self._engine) as conn:
-            await conn.execute(TOUCH, params)
+        await fetch(self._engine, TOUCH, params)
 
     async def remove(self, worker_id: str, session_id: str) -> None:
-        async with transaction(self._engine) as conn:
-            await conn.execute(REMOVE, {"id": worker_id, "session_id": session_id})
+        await fetch(self._engine, REMOVE, {"id": worker_id, "session_id": session_id})
 
     async def count(self, endpoint: str, stale_before: datetime) -> WorkerCounts:
-        async with transaction(self._engine) as conn:
-            row = (await conn.execute(COUNT, {"endpoint": endpoint, "stale_before": stale_before})).one()
-        return WorkerCounts(idle=row.idle, running=row.running, ready=row.ready, unhealthy=row.unhealthy)
+        row = await fetch_one(self._engine, COUNT, {"endpoint": endpoint, "stale_before": stale_before})
+        assert row is not None  # an aggregate without GROUP BY always has its row
+        return WorkerCounts(
+            idle=row["idle"], running=row["running"], ready=row["ready"], unhealthy=row["unhealthy"]
+        )
 
     async def prune(self, before: datetime) -> None:
         """Forgets workers not seen since `before` (their replica died without removing them)."""
-        async with transaction(self._engine) as conn:
-            await conn.execute(PRUNE, {"before": before})
+        await fetch(self._engine, PRUNE, {"before": before})

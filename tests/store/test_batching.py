@@ -1,0 +1,249 @@
+"""Group-committed results: many in one statement, each still fenced by its own attempt, and a batch
+that loses its connection changes nothing and can be sent again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobwire.server.clock import ManualClock
+from jobwire.server.errors import Unavailable
+from jobwire.server.model import JobStatus, NewJob, Priority
+from jobwire.server.store import AdminStore, JobStore, create_engine, libpq_dsn
+from jobwire.server.store.batch import GroupCommit
+
+EP = "ep"
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
+    await AdminStore(engine).create_endpoint(EP, 600_000, 3, clock.now())
+    store = JobStore(engine)
+    yield store
+    await store.close()
+
+
+def new_job(job_id: str) -> NewJob:
+    return NewJob(
+        id=job_id,
+        endpoint=EP,
+        input=b"{}",
+        webhook=None,
+        s3_config=None,
+        priority=Priority.NORMAL,
+        execution_timeout_ms=600_000,
+        ttl_ms=86_400_000,
+        retention_ms=1_800_000,
+        max_attempts=3,
+        sync=False,
+    )
+
+
+async def running(store: JobStore, clock: ManualClock, n: int) -> list[tuple[str, int]]:
+    for i in range(n):
+        await store.enqueue_job(new_job(f"job-{i}"), clock.now())
+    claimed = await store.claim_jobs(EP, "w1", n, clock.now() + timedelta(seconds=30), clock.now())
+    return [(c.job.id, c.job.attempt) for c in claimed]
+
+
+# --- the group commit itself -----------------------------------------------------------------------
+
+
+class HeldWrites:
+    """A write callback that records its batches and holds each until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def __call__(self, items: list[str]) -> list[str | Exception]:
+        self.batches.append(items)
+        self.entered.set()
+        await self.release.wait()
+        return [f"stored {item}" for item in items]
+
+
+async def test_items_that_arrive_during_a_write_go_together_in_the_next() -> None:
+    writes = HeldWrites()
+    commit: GroupCommit[str, str] = GroupCommit(writes, key=lambda item: item)
+    first = asyncio.create_task(commit.submit("a"))
+    await writes.entered.wait()
+    later = [asyncio.create_task(commit.submit(item)) for item in "bcde"]
+    await asyncio.sleep(0)  # let the later submitters queue their items (no time passes)
+    writes.release.set()
+    assert await first == "stored a"
+    assert [await t for t in later] == ["stored b", "stored c", "stored d", "stored e"]
+    assert writes.batches == [["a"], ["b", "c", "d", "e"]]
+
+
+async def test_items_with_the_same_key_never_share_a_write() -> None:
+    writes = HeldWrites()
+    writes.release.set()
+    commit: GroupCommit[str, str] = GroupCommit(writes, key=lambda item: item[0])
+    results = await asyncio.gather(commit.submit("x1"), commit.submit("y1"), commit.submit("x2"))
+    assert list(results) == ["stored x1", "stored y1", "stored x2"]
+    assert writes.batches == [["x1", "y1"], ["x2"]]
+
+
+async def test_a_failed_write_fails_each_item_of_its_batch_and_the_next_one_is_tried() -> None:
+    calls: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int | Exception]:
+        calls.append(items)
+        if len(calls) == 1:
+            raise Unavailable("down")
+        return list(items)
+
+    commit: GroupCommit[int, int] = GroupCommit(write, key=lambda item: item)
+    with pytest.raises(Unavailable):
+        await commit.submit(1)
+    assert await commit.submit(2) == 2
+
+
+# --- batched results in Postgres -------------------------------------------------------------------
+
+
+async def test_many_results_land_in_one_batch(store: JobStore, clock: ManualClock) -> None:
+    attempts = await running(store, clock, 50)
+    stored = await asyncio.gather(
+        *(
+            store.finish_job(job_id, attempt, JobStatus.COMPLETED, f'"{job_id}"'.encode(), None, clock.now())
+            for job_id, attempt in attempts
+        )
+    )
+    assert stored == [True] * 50
+    for job_id, _ in attempts:
+        job = await store.get_job(EP, job_id, clock.now())
+        assert job is not None
+        assert (job.status, job.output, job.finished_at) == (
+            JobStatus.COMPLETED,
+            f'"{job_id}"'.encode(),
+            clock.now(),
+        )
+
+
+async def test_a_stale_attempt_in_a_batch_is_rejected_while_the_others_land(
+    store: JobStore, clock: ManualClock
+) -> None:
+    (a, attempt_a), (b, attempt_b), (c, attempt_c) = await running(store, clock, 3)
+    # a's first attempt is given up and a second one starts: the first's late report must not count.
+    await store.release_attempts([(a, attempt_a)], "worker left", clock.now())
+    (again,) = await store.claim_jobs(EP, "w2", 1, clock.now() + timedelta(seconds=30), clock.now())
+    assert (again.job.id, again.job.attempt) == (a, attempt_a + 1)
+
+    stored = await asyncio.gather(
+        store.finish_job(a, attempt_a, JobStatus.COMPLETED, b"1", None, clock.now()),
+        store.finish_job(b, attempt_b, JobStatus.FAILED, None, "boom", clock.now()),
+        store.finish_job(c, attempt_c, JobStatus.COMPLETED, b"3", None, clock.now()),
+    )
+    assert list(stored) == [False, True, True]
+    job_a = await store.get_job(EP, a, clock.now())
+    job_b = await store.get_job(EP, b, clock.now())
+    assert job_a is not None and job_b is not None
+    assert (job_a.status, job_a.attempt, job_a.worker_id) == (JobStatus.IN_PROGRESS, attempt_a + 1, "w2")
+    assert (job_b.status, job_b.error) == (JobStatus.FAILED, "boom")
+
+
+async def test_a_batch_whose_connection_is_lost_changes_nothing_and_can_be_sent_again(
+    store: JobStore, clock: ManualClock, database_url: str
+) -> None:
+    (a, attempt_a), (b, attempt_b) = await running(store, clock, 2)
+    # Another session locks b, so the batch's UPDATE waits on it; then the batch's connection is cut.
+    blocker = await asyncpg.connect(libpq_dsn(database_url))
+    # Looks from outside any transaction: pg_stat_activity is a snapshot for a transaction's duration.
+    observer = await asyncpg.connect(libpq_dsn(database_url))
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", b)
+        batch = asyncio.gather(
+            store.finish_job(a, attempt_a, JobStatus.COMPLETED, b"1", None, clock.now()),
+            store.finish_job(b, attempt_b, JobStatus.COMPLETED, b"2", None, clock.now()),
+            return_exceptions=True,
+        )
+        waiting = None
+        while waiting is None:  # until the batch is blocked on the lock (each look is a round trip)
+            waiting = await observer.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
+                "AND wait_event_type = 'Lock' AND query LIKE '%unnest%'"
+            )
+        await observer.execute("SELECT pg_terminate_backend($1)", waiting)
+        outcomes = await batch
+        assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+        await locked.rollback()
+    finally:
+        await blocker.close()
+        await observer.close()
+
+    for job_id in (a, b):
+        job = await store.get_job(EP, job_id, clock.now())
+        assert job is not None and job.status == JobStatus.IN_PROGRESS
+    # The reports are sent again (the dispatcher retries on Unavailable) on a fresh connection.
+    again = await asyncio.gather(
+        store.finish_job(a, attempt_a, JobStatus.COMPLETED, b"1", None, clock.now()),
+        store.finish_job(b, attempt_b, JobStatus.COMPLETED, b"2", None, clock.now()),
+    )
+    assert list(again) == [True, True]
+
+
+async def test_a_cancelled_caller_leaves_its_item_to_be_written() -> None:
+    writes = HeldWrites()
+    commit: GroupCommit[str, str] = GroupCommit(writes, key=lambda item: item)
+    caller = asyncio.create_task(commit.submit("a"))
+    await writes.entered.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    writes.release.set()
+    assert await commit.submit("b") == "stored b"
+    assert writes.batches == [["a"], ["b"]]
+
+
+async def test_a_store_call_cancelled_mid_statement_leaves_the_pool_usable(
+    store: JobStore, clock: ManualClock, database_url: str
+) -> None:
+    (a, _), (b, _) = await running(store, clock, 2)
+    blocker = await asyncpg.connect(libpq_dsn(database_url))
+    observer = await asyncpg.connect(libpq_dsn(database_url))
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", b)
+        cancelling = asyncio.create_task(store.cancel_job(EP, b, clock.now()))
+        waiting = None
+        while waiting is None:  # until the cancel is blocked on the lock
+            waiting = await observer.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
+                "AND wait_event_type = 'Lock'"
+            )
+        cancelling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelling
+        await locked.rollback()
+    finally:
+        await blocker.close()
+        await observer.close()
+    # Every pooled connection still answers (the interrupted one was replaced).
+    views = await asyncio.gather(*(store.get_job(EP, a, clock.now()) for _ in range(30)))
+    assert all(v is not None and v.status == JobStatus.IN_PROGRESS for v in views)
+    # The statement was sent: like any request cut off mid-way, it may or may not have taken effect.
+    job_b = await store.get_job(EP, b, clock.now())
+    assert job_b is not None and job_b.status in (JobStatus.IN_PROGRESS, JobStatus.CANCELLED)

@@ -1,0 +1,137 @@
+"""The two fast submission paths of the job store: submissions inserted together, and a submission that
+starts at once on a slot a local worker has free."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobwire.server.clock import ManualClock
+from jobwire.server.model import JobStatus, NewJob, Priority
+from jobwire.server.store import AdminStore, ClaimedJob, JobStore, create_engine
+from jobwire.server.store.jobs import Reservation
+
+EP = "ep"
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
+    await AdminStore(engine).create_endpoint(EP, 600_000, 3, clock.now())
+    store = JobStore(engine)
+    yield store
+    await store.close()
+
+
+def new_job(job_id: str, endpoint: str = EP, s3_config: bytes | None = None) -> NewJob:
+    return NewJob(
+        id=job_id,
+        endpoint=endpoint,
+        input=f'"{job_id}"'.encode(),
+        webhook=None,
+        s3_config=s3_config,
+        priority=Priority.NORMAL,
+        execution_timeout_ms=600_000,
+        ttl_ms=86_400_000,
+        retention_ms=1_800_000,
+        max_attempts=3,
+        sync=False,
+    )
+
+
+async def test_concurrent_submissions_are_all_queued_with_their_payloads(
+    store: JobStore, clock: ManualClock
+) -> None:
+    woken: list[str] = []
+    store.on_queued(woken.append)
+    jobs = [new_job(f"job-{i}", s3_config=b"{}" if i % 2 else None) for i in range(30)]
+    views = await asyncio.gather(*(store.enqueue_job(job, clock.now()) for job in jobs))
+    assert [v.status for v in views] == [JobStatus.IN_QUEUE] * 30
+    assert woken and set(woken) == {EP}
+
+    claimed = await store.claim_jobs(EP, "w1", 100, clock.now() + timedelta(seconds=30), clock.now())
+    assert sorted((c.job.id, c.input, c.s3_config) for c in claimed) == sorted(
+        (j.id, j.input, j.s3_config) for j in jobs
+    )
+
+
+async def test_a_submission_that_fails_in_a_batch_fails_alone(store: JobStore, clock: ManualClock) -> None:
+    jobs = [new_job("a"), new_job("b"), new_job("c", endpoint="no-such-endpoint"), new_job("d")]
+    outcomes = await asyncio.gather(
+        *(store.enqueue_job(job, clock.now()) for job in jobs), return_exceptions=True
+    )
+    assert isinstance(outcomes[2], asyncpg.ForeignKeyViolationError)
+    assert [getattr(o, "status", None) for i, o in enumerate(outcomes) if i != 2] == [JobStatus.IN_QUEUE] * 3
+    assert await store.get_job("no-such-endpoint", "c", clock.now()) is None
+
+
+class Slots:
+    """The dispatcher's side of a reservation, recorded: one free slot of worker w1."""
+
+    def __init__(self, free: int = 1) -> None:
+        self.free = free
+        self.delivered: list[ClaimedJob] = []
+        self.released = 0
+
+    def reserve(self, endpoint: str, now: datetime) -> Reservation | None:
+        if self.free == 0:
+            return None
+        self.free -= 1
+        return Reservation("w1", now + timedelta(seconds=30), self.delivered.append, self._release)
+
+    def _release(self) -> None:
+        self.free += 1
+        self.released += 1
+
+
+async def test_a_submission_starts_at_once_on_a_reserved_slot(store: JobStore, clock: ManualClock) -> None:
+    slots = Slots()
+    store.on_enqueue(slots.reserve)
+    await store.enqueue_job(new_job("now"), clock.now())
+    (claimed,) = slots.delivered
+    assert (claimed.job.id, claimed.job.attempt, claimed.job.worker_id, claimed.input) == (
+        "now",
+        1,
+        "w1",
+        b'"now"',
+    )
+    job = await store.get_job(EP, "now", clock.now())
+    assert job is not None
+    assert (job.status, job.attempt, job.worker_id, job.started_at) == (
+        JobStatus.IN_PROGRESS,
+        1,
+        "w1",
+        clock.now(),
+    )
+    # It is an attempt like any claimed one: fenced, and it ends with its result.
+    assert await store.finish_job("now", 1, JobStatus.COMPLETED, b"1", None, clock.now())
+
+
+async def test_a_submission_behind_waiting_jobs_is_queued_and_the_slot_given_back(
+    store: JobStore, clock: ManualClock
+) -> None:
+    await store.enqueue_job(new_job("older"), clock.now())
+    slots = Slots()
+    store.on_enqueue(slots.reserve)
+    await store.enqueue_job(new_job("newer"), clock.now())
+    assert (slots.delivered, slots.released, slots.free) == ([], 1, 1)
+    newer = await store.get_job(EP, "newer", clock.now())
+    assert newer is not None and newer.status == JobStatus.IN_QUEUE
+    claimed = await store.claim_jobs(EP, "w1", 2, clock.now() + timedelta(seconds=30), clock.now())
+    assert [c.job.id for c in claimed] == ["older", "newer"]
