@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobwire.server.clock import ManualClock
 from jobwire.server.errors import Unavailable
 from jobwire.server.model import JobStatus, NewJob, Priority
+from jobwire.server.service.events import JobEvents
 from jobwire.server.store import AdminStore, JobStore, create_engine, libpq_dsn
 from jobwire.server.store.batch import GroupCommit
 
@@ -34,7 +35,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
-    await AdminStore(engine).create_endpoint(EP, 600_000, 3, clock.now())
+    await AdminStore(engine).create_endpoint(
+        EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
+    )
     store = JobStore(engine)
     yield store
     await store.close()
@@ -247,3 +250,23 @@ async def test_a_store_call_cancelled_mid_statement_leaves_the_pool_usable(
     # The statement was sent: like any request cut off mid-way, it may or may not have taken effect.
     job_b = await store.get_job(EP, b, clock.now())
     assert job_b is not None and job_b.status in (JobStatus.IN_PROGRESS, JobStatus.CANCELLED)
+
+
+# --- local wake-ups --------------------------------------------------------------------------------
+
+
+async def test_ending_a_job_or_storing_a_chunk_wakes_this_processs_waiters_without_notify(
+    store: JobStore, clock: ManualClock
+) -> None:
+    """No LISTEN connection here: only the store's own callback can set the event."""
+    events = JobEvents()
+    store.on_changed(events.on_changed)
+    (streamed, attempt), (ended, ended_attempt) = await running(store, clock, 2)
+    with events.watch(EP, streamed) as chunked, events.watch(EP, ended) as finished:
+        assert await store.append_chunk(streamed, attempt, None, b'"part"', clock.now())
+        assert chunked.is_set() and not finished.is_set()
+        assert await store.finish_job(ended, ended_attempt, JobStatus.COMPLETED, b"1", None, clock.now())
+        assert finished.is_set()
+    with events.watch(EP, ended) as stale:  # a report the store refuses changes nothing
+        assert not await store.finish_job(ended, ended_attempt, JobStatus.FAILED, None, "late", clock.now())
+        assert not stale.is_set()

@@ -33,7 +33,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
-    await AdminStore(engine).create_endpoint(EP, 600_000, 3, clock.now())
+    await AdminStore(engine).create_endpoint(
+        EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
+    )
     store = JobStore(engine)
     yield store
     await store.close()

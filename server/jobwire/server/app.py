@@ -122,6 +122,7 @@ class JobwireServer:
         self.admin = AdminService(AdminStore(self.engine), self.clock)
         self.auth = Authenticator(AdminStore(self.engine), self.clock)
         store, workers = JobStore(self.engine), WorkerStore(self.engine)
+        store.on_changed(self.events.on_changed)
         self.jobs = JobService(
             store, self.events, self.clock, job_settings, workers, ListingStore(self.engine)
         )

@@ -41,6 +41,10 @@ class JobEvents:
         else:
             self._wake(self._by_job.get(payload, ()))
 
+    def on_changed(self, job_id: str) -> None:
+        """This process changed the job (see `JobStore.on_changed`): its waiters look again at once."""
+        self._wake(self._by_job.get(job_id, ()))
+
     def on_gap(self) -> None:
         """Notifications may have been lost: every waiter looks again."""
         for events in list(self._by_job.values()):

@@ -42,6 +42,9 @@ class WebhookSettings:
     retry_delays_s: tuple[float, ...] = (10.0, 10.0)
     timeout_s: float = 10.0
     poll_interval_s: float = 1.0
+    #: The least time between two looks at the outbox. Every ended job wakes the sender, webhook or not;
+    #: under load this turns hundreds of wake-ups a second into a look every 50 ms.
+    min_interval_s: float = 0.05
     concurrency: int = 20
 
 
@@ -124,6 +127,7 @@ class WebhookSender:
                 log.warning("webhook delivery paused: the database is unavailable")
             except Exception:
                 log.exception("webhook delivery failed")
+            await asyncio.sleep(self.settings.min_interval_s)
 
     async def deliver_due(self) -> int:
         """Sends every delivery that is due now; returns how many were attempted."""

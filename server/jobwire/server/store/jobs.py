@@ -491,6 +491,7 @@ class JobStore:
         self._engine = engine
         self._finishes: GroupCommit[_Finish, bool] = GroupCommit(self._finish_many, key=lambda f: f.job_id)
         self._queued_callbacks: list[Callable[[str], None]] = []
+        self._changed_callbacks: list[Callable[[str], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
         self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
             self._enqueue_many, key=lambda s: s[0].id
@@ -506,6 +507,16 @@ class JobStore:
         replica too, this one included, but only after a trip through Postgres and the LISTEN connection;
         the local call lets a dispatcher with an idle worker claim without waiting for it."""
         self._queued_callbacks.append(callback)
+
+    def on_changed(self, callback: Callable[[str], None]) -> None:
+        """Calls `callback(job_id)` as soon as this process has ended a job or stored a chunk of it. As
+        with `on_queued`, NOTIFY tells every replica, but the local call spares this process's waiters
+        (runsync, status-sync, streams) the trip through Postgres and the LISTEN connection."""
+        self._changed_callbacks.append(callback)
+
+    def _changed(self, job_id: str) -> None:
+        for callback in self._changed_callbacks:
+            callback(job_id)
 
     def _queued(self, endpoint: str) -> None:
         for callback in self._queued_callbacks:
@@ -687,7 +698,10 @@ class JobStore:
         that arrive while another write is in flight are stored together in the next one."""
         if not status.is_terminal:
             raise ValueError(f"{status} is not a terminal state")
-        return await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
+        stored = await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
+        if stored:
+            self._changed(job_id)
+        return stored
 
     async def _finish_many(self, results: list[_Finish]) -> list[bool | Exception]:
         """Ends many running attempts in one statement; whether each was still the job's running one."""
@@ -721,6 +735,8 @@ class JobStore:
         """Stores chunk `seq` of a running attempt (idempotent), or, with `seq` None, the next one; False
         when the attempt is not running."""
         row = await self._one(APPEND_CHUNK, id=job_id, attempt=attempt, seq=seq, data=data, now=now)
+        if row is not None:
+            self._changed(job_id)
         return row is not None
 
     async def read_new_chunks(
