@@ -212,7 +212,10 @@ class JobwireServer:
 
     @classmethod
     def start(cls, database_url: str, log_path: Path, endpoint: str = "bench") -> JobwireServer:
-        jobwire_cli("endpoint", "create", endpoint, database_url=database_url)
+        # Runpod's default limits (run: 1,000 per 10 s) would cap the throughput being measured; the
+        # limiter still counts every call, at limits no figure here reaches.
+        limits = [f"--rate-limit={op}=10000000" for op in ("run", "runsync", "status", "cancel")]
+        jobwire_cli("endpoint", "create", endpoint, *limits, database_url=database_url)
         client_key = jobwire_cli(
             "key", "create", "--role", "client", "--endpoint", endpoint, database_url=database_url
         )

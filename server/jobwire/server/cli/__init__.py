@@ -30,7 +30,7 @@ except ModuleNotFoundError as missing:
     ) from None
 
 from jobwire.server.cli import admin_commands, client_commands, server_commands
-from jobwire.server.cli.output import jobwire_version
+from jobwire.server.version import jobwire_version
 
 __all__ = ["app", "main"]
 

@@ -13,7 +13,8 @@ import httpx
 import typer
 from rich.markup import escape
 
-from jobwire.server.cli.output import EXIT_FAILED, EXIT_UNREACHABLE, err, jobwire_version
+from jobwire.server.cli.output import EXIT_FAILED, EXIT_UNREACHABLE, err
+from jobwire.server.version import jobwire_version
 
 #: gRPC codes of a stream's in-band error that mean the server failed: UNKNOWN, DEADLINE_EXCEEDED,
 #: INTERNAL, UNAVAILABLE (the others are the request's fault).

@@ -7,7 +7,6 @@ what people read (how a job went, errors, progress). Rich markup in printed valu
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from typing import Any
 
 from rich.console import Console
@@ -26,14 +25,6 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 FAILED_STATES = frozenset({"FAILED", "TIMED_OUT", "CANCELLED"})
 TERMINAL_STATES = FAILED_STATES | {"COMPLETED"}
-
-
-def jobwire_version() -> str:
-    """For --version and the client's User-Agent."""
-    try:
-        return metadata.version("jobwire")
-    except metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
 
 
 def print_json(document: object) -> None:

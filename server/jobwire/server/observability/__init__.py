@@ -19,9 +19,10 @@ from jobwire.server.observability.logs import (
     current_fields,
     log_context,
 )
-from jobwire.server.observability.metrics import Metrics, jobwire_version
+from jobwire.server.observability.metrics import Metrics
 from jobwire.server.observability.rpc import RpcObserver, RpcProbe
 from jobwire.server.observability.tracing import Tracing
+from jobwire.server.version import jobwire_version
 
 __all__ = [
     "ContextFilter",

@@ -9,8 +9,6 @@ Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, b
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -23,6 +21,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
+
+from jobwire.server.version import jobwire_version
 
 #: From a few milliseconds (an idle worker takes a job at once) to hours (a deep queue, a long run).
 JOB_SECONDS = (
@@ -48,14 +48,6 @@ JOB_SECONDS = (
 )
 #: RPCs: unary calls take milliseconds; status-sync and runsync hold for up to minutes.
 RPC_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-
-
-def jobwire_version() -> str:
-    """The installed distribution's version (pyproject.toml is the one place it is written)."""
-    try:
-        return metadata.version("jobwire")
-    except metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
 
 
 class Metrics:

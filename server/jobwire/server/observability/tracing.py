@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
-from jobwire.server.observability.metrics import jobwire_version
+from jobwire.server.version import jobwire_version
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
