@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from jobwire.server.app import GRPC_OPTIONS, JobwireServer
+from jobwire.server.clock import ManualClock
 from jobwire.server.config import Settings
 from jobwire.server.model import JobStatus, Role
 from jobwire.server.service.jobs import JobSettings
@@ -79,6 +80,18 @@ async def running(server: JobwireServer, keys: dict[str, str] | None = None) -> 
 @pytest.fixture
 async def jobwire(database_url: str) -> AsyncIterator[Running]:
     async with running(await start_jobwire(database_url)) as service:
+        yield service
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def clocked(database_url: str, clock: ManualClock) -> AsyncIterator[Running]:
+    """`jobwire` on the test's `clock`: time passes when the test moves it."""
+    async with running(await start_jobwire(database_url, clock=clock)) as service:
         yield service
 
 

@@ -58,11 +58,6 @@ async def scrape_until(service: Running, name: str, wanted: float, **labels: str
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 async def service(database_url: str, clock: ManualClock) -> AsyncIterator[Running]:
     # stats_max_age_s=0: every scrape queries, so a test sees its own changes at once.
     server = await start_jobwire(database_url, clock=clock, observability=Observability(stats_max_age_s=0))

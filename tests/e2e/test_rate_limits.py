@@ -4,8 +4,6 @@ rule, and limits shared by replicas: real HTTP and gRPC on loopback, a real Post
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import httpx
 import pytest
@@ -18,85 +16,74 @@ from server_fixtures import ENDPOINT, OTHER, Running, create_keys, running, star
 from worker_fixtures import RawWorker
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def service(database_url: str, clock: ManualClock) -> AsyncIterator[Running]:
-    async with running(await start_jobwire(database_url, clock=clock)) as jobwire:
-        yield jobwire
-
-
-async def purge(service: Running, key: str = "client", endpoint: str = ENDPOINT) -> httpx.Response:
-    return await service.http.post(f"/v2/{endpoint}/purge-queue", headers=service.headers(key))
+async def purge(clocked: Running, key: str = "client", endpoint: str = ENDPOINT) -> httpx.Response:
+    return await clocked.http.post(f"/v2/{endpoint}/purge-queue", headers=clocked.headers(key))
 
 
 async def test_the_third_purge_in_a_window_is_429_with_retry_after_until_the_window_passes(
-    service: Running, clock: ManualClock
+    clocked: Running, clock: ManualClock
 ) -> None:
     clock.advance(seconds=3)  # 3 s into a 10 s window
-    assert [(await purge(service)).status_code for _ in range(2)] == [200, 200]
-    refused = await purge(service)
+    assert [(await purge(clocked)).status_code for _ in range(2)] == [200, 200]
+    refused = await purge(clocked)
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "7"
     assert "rate limit of purge-queue" in refused.json()["error"]
     clock.advance(seconds=7)
-    assert (await purge(service)).status_code == 200
+    assert (await purge(clocked)).status_code == 200
 
 
 async def test_grpc_calls_share_the_window_and_get_resource_exhausted_with_a_retry_after_trailer(
-    service: Running,
+    clocked: Running,
 ) -> None:
-    assert (await purge(service)).status_code == 200
-    await service.stub.PurgeQueue(
-        jobs_pb2.PurgeQueueRequest(endpoint_id=ENDPOINT), metadata=service.metadata()
+    assert (await purge(clocked)).status_code == 200
+    await clocked.stub.PurgeQueue(
+        jobs_pb2.PurgeQueueRequest(endpoint_id=ENDPOINT), metadata=clocked.metadata()
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await service.stub.PurgeQueue(
-            jobs_pb2.PurgeQueueRequest(endpoint_id=ENDPOINT), metadata=service.metadata()
+        await clocked.stub.PurgeQueue(
+            jobs_pb2.PurgeQueueRequest(endpoint_id=ENDPOINT), metadata=clocked.metadata()
         )
     assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert ("retry-after", "10") in tuple(caught.value.trailing_metadata() or ())
 
 
-async def test_limits_are_per_endpoint_and_per_operation(service: Running) -> None:
+async def test_limits_are_per_endpoint_and_per_operation(clocked: Running) -> None:
     for _ in range(2):
-        await purge(service)
-    assert (await purge(service)).status_code == 429
-    assert (await purge(service, key="other", endpoint=OTHER)).status_code == 200
-    health = await service.http.get(f"/v2/{ENDPOINT}/health", headers=service.headers())
+        await purge(clocked)
+    assert (await purge(clocked)).status_code == 429
+    assert (await purge(clocked, key="other", endpoint=OTHER)).status_code == 200
+    health = await clocked.http.get(f"/v2/{ENDPOINT}/health", headers=clocked.headers())
     assert health.status_code == 200
 
 
-async def test_an_endpoint_override_applies_at_once_to_that_endpoint_only(service: Running) -> None:
-    await service.server.admin.configure_endpoint(ENDPOINT, rate_limits={"status": RateLimit(3)})
-    service.server.auth.forget()
+async def test_an_endpoint_override_applies_at_once_to_that_endpoint_only(clocked: Running) -> None:
+    await clocked.server.admin.configure_endpoint(ENDPOINT, rate_limits={"status": RateLimit(3)})
+    clocked.server.auth.forget()
     codes = [
-        (await service.http.get(f"/v2/{ENDPOINT}/health", headers=service.headers())).status_code
+        (await clocked.http.get(f"/v2/{ENDPOINT}/health", headers=clocked.headers())).status_code
         for _ in range(4)
     ]
     assert codes == [200, 200, 200, 429]
     # status, status-sync, stream and health share the `status` budget; run has its own.
-    assert (await service.http.get(f"/v2/{ENDPOINT}/status/x", headers=service.headers())).status_code == 429
-    run = await service.http.post(f"/v2/{ENDPOINT}/run", json={"input": 1}, headers=service.headers())
+    assert (await clocked.http.get(f"/v2/{ENDPOINT}/status/x", headers=clocked.headers())).status_code == 429
+    run = await clocked.http.post(f"/v2/{ENDPOINT}/run", json={"input": 1}, headers=clocked.headers())
     assert run.status_code == 200
-    other = await service.http.get(f"/v2/{OTHER}/health", headers=service.headers("other"))
+    other = await clocked.http.get(f"/v2/{OTHER}/health", headers=clocked.headers("other"))
     assert other.status_code == 200
 
 
-async def test_running_workers_raise_the_limit_to_workers_times_per_worker(service: Running) -> None:
-    await service.server.admin.configure_endpoint(
+async def test_running_workers_raise_the_limit_to_workers_times_per_worker(clocked: Running) -> None:
+    await clocked.server.admin.configure_endpoint(
         ENDPOINT, rate_limits={"requests": RateLimit(2, per_worker=2)}
     )
-    service.server.auth.forget()
-    workers = [RawWorker(service.channel, service.keys["worker"], ENDPOINT, f"w{n}") for n in range(3)]
+    clocked.server.auth.forget()
+    workers = [RawWorker(clocked.channel, clocked.keys["worker"], ENDPOINT, f"w{n}") for n in range(3)]
     for worker in workers:
         await worker.start()
     try:
         codes = [
-            (await service.http.get(f"/v2/{ENDPOINT}/requests", headers=service.headers())).status_code
+            (await clocked.http.get(f"/v2/{ENDPOINT}/requests", headers=clocked.headers())).status_code
             for _ in range(7)
         ]
     finally:
@@ -105,33 +92,33 @@ async def test_running_workers_raise_the_limit_to_workers_times_per_worker(servi
     assert codes == [200] * 6 + [429]  # max(2, 3 workers x 2)
 
 
-async def test_a_full_queue_refuses_new_jobs_until_it_drains(service: Running, clock: ManualClock) -> None:
-    await service.server.admin.configure_endpoint(ENDPOINT, workers_max=0)  # max(50, 0 x 500) = 50
-    service.server.auth.forget()
+async def test_a_full_queue_refuses_new_jobs_until_it_drains(clocked: Running, clock: ManualClock) -> None:
+    await clocked.server.admin.configure_endpoint(ENDPOINT, workers_max=0)  # max(50, 0 x 500) = 50
+    clocked.server.auth.forget()
     for n in range(50):
-        response = await service.http.post(
-            f"/v2/{ENDPOINT}/run", json={"input": n}, headers=service.headers()
+        response = await clocked.http.post(
+            f"/v2/{ENDPOINT}/run", json={"input": n}, headers=clocked.headers()
         )
         assert response.status_code == 200, (n, response.text)
-    refused = await service.http.post(f"/v2/{ENDPOINT}/runsync", json={"input": 0}, headers=service.headers())
+    refused = await clocked.http.post(f"/v2/{ENDPOINT}/runsync", json={"input": 0}, headers=clocked.headers())
     assert refused.status_code == 429
     assert "queue of endpoint 'ep' is full: 50 jobs" in refused.json()["error"]
     assert refused.headers["retry-after"] == "1"
-    assert (await purge(service)).json()["removed"] == 50
+    assert (await purge(clocked)).json()["removed"] == 50
     clock.advance(seconds=1)
-    accepted = await service.http.post(f"/v2/{ENDPOINT}/run", json={"input": 1}, headers=service.headers())
+    accepted = await clocked.http.post(f"/v2/{ENDPOINT}/run", json={"input": 1}, headers=clocked.headers())
     assert accepted.status_code == 200
 
 
-async def test_refusals_are_counted_in_metrics(service: Running) -> None:
+async def test_refusals_are_counted_in_metrics(clocked: Running) -> None:
     for _ in range(3):
-        await purge(service)
-    metrics = (await service.http.get("/metrics")).text
+        await purge(clocked)
+    metrics = (await clocked.http.get("/metrics")).text
     assert 'jobwire_rate_limited_total{endpoint="ep",operation="purge-queue"} 1.0' in metrics
 
 
 async def test_replicas_share_one_budget(database_url: str, clock: ManualClock) -> None:
-    """Two replicas on one database: the service as a whole admits the limit, give or take the share a
+    """Two replicas on one database: the clocked as a whole admits the limit, give or take the share a
     replica may count before it flushes."""
     settings = LimitSettings(flush_share=0.25)
     first = await start_jobwire(database_url, clock=clock, limit_settings=settings)
@@ -156,5 +143,5 @@ async def test_replicas_share_one_budget(database_url: str, clock: ManualClock) 
 
 async def test_a_disabled_limiter_admits_everything(database_url: str) -> None:
     server = await start_jobwire(database_url, limit_settings=LimitSettings(enabled=False))
-    async with running(server) as service:
-        assert {(await purge(service)).status_code for _ in range(5)} == {200}
+    async with running(server) as clocked:
+        assert {(await purge(clocked)).status_code for _ in range(5)} == {200}

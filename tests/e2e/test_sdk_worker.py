@@ -74,11 +74,6 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 async def service(database_url: str, clock: ManualClock) -> AsyncIterator[Running]:
     server = await start_jobwire(
         database_url, clock=clock, dispatch_settings=DispatchSettings(sweep_interval_s=0.05)

@@ -74,11 +74,6 @@ async def receiver_factory() -> AsyncIterator[Any]:
         await task
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
 FAST = WebhookSettings(retry_delays_s=(10.0, 10.0), timeout_s=0.5, poll_interval_s=0.02)
 TICKS = DispatchSettings(heartbeat_interval_ms=50, sweep_interval_s=0.02)
 

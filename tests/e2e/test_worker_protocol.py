@@ -21,11 +21,6 @@ NO_POLL = DispatchSettings(poll_interval_s=3600, heartbeat_interval_ms=20, sweep
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 async def service(database_url: str, clock: ManualClock) -> AsyncIterator[Running]:
     server = await start_jobwire(database_url, clock=clock, dispatch_settings=NO_POLL)
     async with running(server) as service:

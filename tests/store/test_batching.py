@@ -4,59 +4,18 @@ that loses its connection changes nothing and can be sent again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.errors import Unavailable
-from jobwire.server.model import JobStatus, NewJob, Priority
+from jobwire.server.model import JobStatus
 from jobwire.server.service.events import JobEvents
-from jobwire.server.store import AdminStore, JobStore, create_engine, libpq_dsn
+from jobwire.server.store import JobStore, libpq_dsn
 from jobwire.server.store.batch import GroupCommit
-
-EP = "ep"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
-    await AdminStore(engine).create_endpoint(
-        EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
-    )
-    store = JobStore(engine)
-    yield store
-    await store.close()
-
-
-def new_job(job_id: str) -> NewJob:
-    return NewJob(
-        id=job_id,
-        endpoint=EP,
-        input=b"{}",
-        webhook=None,
-        s3_config=None,
-        priority=Priority.NORMAL,
-        execution_timeout_ms=600_000,
-        ttl_ms=86_400_000,
-        retention_ms=1_800_000,
-        max_attempts=3,
-        sync=False,
-    )
+from store_fixtures import EP, new_job
 
 
 async def running(store: JobStore, clock: ManualClock, n: int) -> list[tuple[str, int]]:

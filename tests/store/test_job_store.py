@@ -4,57 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from jobwire.server.clock import ManualClock
-from jobwire.server.model import JobStatus, NewJob, Priority
-from jobwire.server.store import AdminStore, JobStore, create_engine
-
-EP = "ep"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(engine: AsyncEngine, clock: ManualClock) -> JobStore:
-    admin = AdminStore(engine)
-    await admin.create_endpoint(EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3})
-    await admin.create_endpoint("other", clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3})
-    return JobStore(engine)
-
-
-def new_job(
-    job_id: str, *, endpoint: str = EP, low: bool = False, ttl_ms: int = 86_400_000, **kw: object
-) -> NewJob:
-    fields: dict[str, object] = dict(
-        id=job_id,
-        endpoint=endpoint,
-        input=b'{"n": 1}',
-        webhook=None,
-        s3_config=None,
-        priority=Priority.LOW if low else Priority.NORMAL,
-        execution_timeout_ms=600_000,
-        ttl_ms=ttl_ms,
-        retention_ms=1_800_000,
-        max_attempts=3,
-        sync=False,
-    )
-    fields.update(kw)
-    return NewJob(**fields)  # type: ignore[arg-type]
+from jobwire.server.model import JobStatus
+from jobwire.server.store import JobStore
+from store_fixtures import EP, new_job
 
 
 async def test_enqueue_then_get_returns_the_queued_view(store: JobStore, clock: ManualClock) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -11,17 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.model import TRANSITIONS, JobStatus, NewJob, Priority
-from jobwire.server.store import AdminStore, JobStore, create_engine
+from jobwire.server.store import AdminStore, JobStore
 
 EP = "ep"
 S = JobStatus
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def _put_in(store: JobStore, clock: ManualClock, job_id: str, status: JobStatus) -> None:

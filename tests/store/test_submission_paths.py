@@ -4,57 +4,15 @@ starts at once on a slot a local worker has free."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.clock import ManualClock
-from jobwire.server.model import JobStatus, NewJob, Priority
-from jobwire.server.store import AdminStore, ClaimedJob, JobStore, create_engine
+from jobwire.server.model import JobStatus
+from jobwire.server.store import ClaimedJob, JobStore
 from jobwire.server.store.jobs import Reservation
-
-EP = "ep"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
-    await AdminStore(engine).create_endpoint(
-        EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
-    )
-    store = JobStore(engine)
-    yield store
-    await store.close()
-
-
-def new_job(job_id: str, endpoint: str = EP, s3_config: bytes | None = None) -> NewJob:
-    return NewJob(
-        id=job_id,
-        endpoint=endpoint,
-        input=f'"{job_id}"'.encode(),
-        webhook=None,
-        s3_config=s3_config,
-        priority=Priority.NORMAL,
-        execution_timeout_ms=600_000,
-        ttl_ms=86_400_000,
-        retention_ms=1_800_000,
-        max_attempts=3,
-        sync=False,
-    )
+from store_fixtures import EP, new_job
 
 
 async def test_concurrent_submissions_are_all_queued_with_their_payloads(
@@ -62,7 +20,10 @@ async def test_concurrent_submissions_are_all_queued_with_their_payloads(
 ) -> None:
     woken: list[str] = []
     store.on_queued(woken.append)
-    jobs = [new_job(f"job-{i}", s3_config=b"{}" if i % 2 else None) for i in range(30)]
+    jobs = [
+        new_job(f"job-{i}", input=f'"job-{i}"'.encode(), s3_config=b"{}" if i % 2 else None)
+        for i in range(30)
+    ]
     views = await asyncio.gather(*(store.enqueue_job(job, clock.now()) for job in jobs))
     assert [v.status for v in views] == [JobStatus.IN_QUEUE] * 30
     assert woken and set(woken) == {EP}
@@ -105,7 +66,7 @@ class Slots:
 async def test_a_submission_starts_at_once_on_a_reserved_slot(store: JobStore, clock: ManualClock) -> None:
     slots = Slots()
     store.on_enqueue(slots.reserve)
-    await store.enqueue_job(new_job("now"), clock.now())
+    await store.enqueue_job(new_job("now", input=b'"now"'), clock.now())
     (claimed,) = slots.delivered
     assert (claimed.job.id, claimed.job.attempt, claimed.job.worker_id, claimed.input) == (
         "now",

@@ -75,7 +75,7 @@ class JobApi:
         endpoint = await self._endpoint(context, request.endpoint_id, "runsync")
         await self._admit(endpoint)
         wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
-        key = request.idempotency_key or metadata_value(context, "idempotency-key")
+        key = _idempotency_key(request, context)
         job = await self._service.submit(
             endpoint,
             convert.submission(request.job, key),

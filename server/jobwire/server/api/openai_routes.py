@@ -136,7 +136,7 @@ class OpenAIRoutes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise PayloadTooLarge(f"the request is larger than {self._max_body} bytes")
-        raw = b""
+        raw = bytearray()
         async for part in request.stream():
             raw += part
             if len(raw) > self._max_body:

@@ -29,8 +29,9 @@ from jobwire.server.store.database import (
     sql,
 )
 
-_ALIVE = "j.expires_at > :now AND (j.retain_until IS NULL OR j.retain_until > :now)"
-_VIEW = (
+# Visible: neither past its TTL nor past its retention (also what `/requests` lists).
+ALIVE = "j.expires_at > :now AND (j.retain_until IS NULL OR j.retain_until > :now)"
+VIEW = (
     "j.id, j.endpoint, j.status, j.attempt, j.retries, j.queued_at, j.started_at, j.finished_at, "
     "j.worker_id, j.error"
 )
@@ -121,10 +122,11 @@ ENQUEUE_MANY = sql(
     f"""
     WITH submitted AS (
         SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:endpoints AS text[]), CAST(:priorities AS smallint[]),
-            CAST(:max_attempts AS integer[]), CAST(:syncs AS boolean[]), CAST(:webhooks AS text[]),
-            CAST(:execution_timeouts AS integer[]), CAST(:ttls AS integer[]), CAST(:retentions AS integer[]),
-            CAST(:nows AS timestamptz[]), CAST(:inputs AS bytea[]), CAST(:s3_configs AS bytea[])
+            CAST(:id AS text[]), CAST(:endpoint AS text[]), CAST(:priority AS smallint[]),
+            CAST(:max_attempts AS integer[]), CAST(:sync AS boolean[]), CAST(:webhook AS text[]),
+            CAST(:execution_timeout_ms AS integer[]), CAST(:ttl_ms AS integer[]),
+            CAST(:retention_ms AS integer[]), CAST(:now AS timestamptz[]), CAST(:input AS bytea[]),
+            CAST(:s3_config AS bytea[])
         ) AS s(id, endpoint, priority, max_attempts, sync, webhook, execution_timeout_ms, ttl_ms,
                retention_ms, now, input, s3_config)
     ), new_jobs AS (
@@ -147,7 +149,7 @@ ENQUEUE_MANY = sql(
 
 GET_BY_IDEMPOTENCY_KEY = sql(
     f"""
-    SELECT {_VIEW}, p.data AS output, {_ALIVE} AS alive
+    SELECT {VIEW}, p.data AS output, {ALIVE} AS alive
     FROM jobs j
     {_OUTPUT_JOIN}
     WHERE j.endpoint = :endpoint AND j.idempotency_key = :key
@@ -157,15 +159,15 @@ GET_BY_IDEMPOTENCY_KEY = sql(
 # A key whose job has expired but is not pruned yet may be used again.
 FORGET_IDEMPOTENCY_KEY = sql(
     f"UPDATE jobs j SET idempotency_key = NULL WHERE j.endpoint = :endpoint AND j.idempotency_key = :key "
-    f"AND NOT ({_ALIVE})"
+    f"AND NOT ({ALIVE})"
 )
 
 GET = sql(
     f"""
-    SELECT {_VIEW}, p.data AS output
+    SELECT {VIEW}, p.data AS output
     FROM jobs j
     {_OUTPUT_JOIN}
-    WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
+    WHERE j.endpoint = :endpoint AND j.id = :id AND {ALIVE}
     """
 )
 
@@ -173,8 +175,8 @@ CANCEL = sql(
     f"""
     WITH ended AS (
         UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
-        WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('IN_QUEUE', 'IN_PROGRESS') AND {_ALIVE}
-        RETURNING {_VIEW}, j.seq, j.webhook
+        WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('IN_QUEUE', 'IN_PROGRESS') AND {ALIVE}
+        RETURNING {VIEW}, j.seq, j.webhook
     ), {_outbox("ended")}
     SELECT ended.*, NULL::bytea AS output, pg_notify('{JOB_ENDED}', ended.id) FROM ended
     """
@@ -188,7 +190,7 @@ RETRY = sql(
             queued_at = :now, started_at = NULL, finished_at = NULL, retain_until = NULL, lease_until = NULL,
             worker_id = NULL, error = NULL, stream_read_seq = 0,
             expires_at = CAST(:now AS timestamptz) + ttl_ms * interval '1 millisecond'
-        WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('FAILED', 'TIMED_OUT') AND {_ALIVE}
+        WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('FAILED', 'TIMED_OUT') AND {ALIVE}
         RETURNING j.*
     ), dropped_payloads AS (
         DELETE FROM job_payloads p USING target
@@ -198,7 +200,7 @@ RETRY = sql(
     ), counted AS (
         UPDATE endpoints e SET retried_total = retried_total + 1 FROM target WHERE e.name = target.endpoint
     )
-    SELECT {_VIEW}, NULL::bytea AS output, pg_notify('{JOB_QUEUED}', j.endpoint) FROM target j
+    SELECT {VIEW}, NULL::bytea AS output, pg_notify('{JOB_QUEUED}', j.endpoint) FROM target j
     """
 )
 
@@ -206,7 +208,7 @@ PURGE = sql(
     f"""
     WITH purged AS (
         UPDATE jobs j SET status = 'CANCELLED', {_ENDED}
-        WHERE j.endpoint = :endpoint AND j.status = 'IN_QUEUE' AND {_ALIVE}
+        WHERE j.endpoint = :endpoint AND j.status = 'IN_QUEUE' AND {ALIVE}
         RETURNING j.seq, j.webhook
     ), {_outbox("purged")}
     SELECT count(*) AS removed, pg_notify('{QUEUE_PURGED}', :endpoint) FROM purged
@@ -215,7 +217,7 @@ PURGE = sql(
 
 COUNT = sql(
     f"""
-    SELECT j.status, count(*) AS n FROM jobs j WHERE j.endpoint = :endpoint AND {_ALIVE} GROUP BY j.status
+    SELECT j.status, count(*) AS n FROM jobs j WHERE j.endpoint = :endpoint AND {ALIVE} GROUP BY j.status
     UNION ALL
     SELECT 'RETRIED', retried_total FROM endpoints WHERE name = :endpoint
     """
@@ -235,7 +237,7 @@ CLAIM = sql(
             lease_until = :lease_until,
             deadline_at = CAST(:now AS timestamptz) + execution_timeout_ms * interval '1 millisecond'
         FROM picked WHERE j.seq = picked.seq
-        RETURNING j.seq, j.priority, {_VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
+        RETURNING j.seq, j.priority, {VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
     )
     SELECT c.*, i.data AS input, s.data AS s3_config
     FROM claimed c
@@ -311,7 +313,7 @@ READ_NEW_CHUNKS = sql(
     f"""
     WITH cur AS (
         SELECT j.seq, j.id, j.status, j.stream_read_seq FROM jobs j
-        WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
+        WHERE j.endpoint = :endpoint AND j.id = :id AND {ALIVE}
         FOR UPDATE
     ), fresh AS (
         SELECT c.seq, c.data FROM job_chunks c JOIN cur ON c.job_seq = cur.seq AND c.seq > cur.stream_read_seq
@@ -405,7 +407,7 @@ SHORTEN_RETENTION = sql(
             j.retain_until, CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond'
         ),
         retention_ms = LEAST(j.retention_ms, CAST(:ttl_ms AS integer))
-    WHERE j.endpoint = :endpoint AND j.id = :id AND {_ALIVE}
+    WHERE j.endpoint = :endpoint AND j.id = :id AND {ALIVE}
     """
 )
 
@@ -419,7 +421,7 @@ RUNNING_ATTEMPT = sql(
 CHUNKS_SINCE = sql(
     f"""
     SELECT c.seq, c.data FROM jobs j JOIN job_chunks c ON c.job_seq = j.seq
-    WHERE j.endpoint = :endpoint AND j.id = :id AND c.seq >= :from_seq AND {_ALIVE}
+    WHERE j.endpoint = :endpoint AND j.id = :id AND c.seq >= :from_seq AND {ALIVE}
     ORDER BY c.seq
     LIMIT :limit
     """
@@ -459,7 +461,7 @@ class _Finish:
     now: datetime
 
 
-def _job(row: Any) -> Job:
+def job_view(row: Any) -> Job:
     return Job(
         id=row["id"],
         endpoint=row["endpoint"],
@@ -541,7 +543,7 @@ class JobStore:
                 GET_BY_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now
             )
             if row is not None and row["alive"]:
-                return _job(row)
+                return job_view(row)
             await self._one(FORGET_IDEMPOTENCY_KEY, endpoint=job.endpoint, key=job.idempotency_key, now=now)
         raise RuntimeError("the idempotency key is being reused concurrently")  # pragma: no cover
 
@@ -588,23 +590,10 @@ class JobStore:
         batch, so then each job is inserted on its own: only the job at fault gets the error."""
         if len(submissions) == 1:
             return [await self._insert_one(*submissions[0])]
-        jobs = [job for job, _ in submissions]
         try:
-            await self._rows(
-                ENQUEUE_MANY,
-                ids=[j.id for j in jobs],
-                endpoints=[j.endpoint for j in jobs],
-                priorities=[int(j.priority) for j in jobs],
-                max_attempts=[j.max_attempts for j in jobs],
-                syncs=[j.sync for j in jobs],
-                webhooks=[j.webhook for j in jobs],
-                execution_timeouts=[j.execution_timeout_ms for j in jobs],
-                ttls=[j.ttl_ms for j in jobs],
-                retentions=[j.retention_ms for j in jobs],
-                nows=[now for _, now in submissions],
-                inputs=[j.input for j in jobs],
-                s3_configs=[j.s3_config for j in jobs],
-            )
+            # Each parameter of ENQUEUE_MANY is the array of that parameter of the single ENQUEUE.
+            rows = [self._insert_params(job, now) for job, now in submissions]
+            await self._rows(ENQUEUE_MANY, **{name: [row[name] for row in rows] for name in rows[0]})
         except asyncpg.PostgresError:
             return [await self._insert_one(job, now) for job, now in submissions]
         return [JobStatus.IN_QUEUE] * len(submissions)
@@ -636,12 +625,12 @@ class JobStore:
 
     async def get_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
         row = await self._one(GET, endpoint=endpoint, id=job_id, now=now)
-        return None if row is None else _job(row)
+        return None if row is None else job_view(row)
 
     async def cancel_job(self, endpoint: str, job_id: str, now: datetime) -> Job | None:
         """Cancels a queued or running job; None when there is no such job in either state."""
         row = await self._one(CANCEL, endpoint=endpoint, id=job_id, now=now)
-        return None if row is None else _job(row)
+        return None if row is None else job_view(row)
 
     async def retry_job(self, endpoint: str, job_id: str, attempt_budget: int, now: datetime) -> Job | None:
         """Requeues a FAILED or TIMED_OUT job with `attempt_budget` more attempts; None otherwise."""
@@ -649,7 +638,7 @@ class JobStore:
         if row is None:
             return None
         self._queued(endpoint)
-        return _job(row)
+        return job_view(row)
 
     async def purge_queue(self, endpoint: str, now: datetime) -> int:
         row = await self._one(PURGE, endpoint=endpoint, now=now)
@@ -676,7 +665,7 @@ class JobStore:
         )
         return [
             ClaimedJob(
-                job=_job(row),
+                job=job_view(row),
                 input=row["input"],
                 s3_config=row["s3_config"],
                 execution_timeout_ms=row["execution_timeout_ms"],

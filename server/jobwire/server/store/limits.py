@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jobwire.server.store.database import transaction
+from jobwire.server.store.database import fetch, fetch_one, sql
 
 # One statement per flush adds every local count to its window and returns the totals of all replicas.
 # Rows come sorted (by the caller), so two replicas lock them in the same order and cannot deadlock.
 # Windows of endpoints deleted meanwhile are skipped rather than failing the batch.
-ADD_COUNTS = text(
+ADD_COUNTS = sql(
     """
     INSERT INTO rate_windows (endpoint, operation, window_start, count)
     SELECT u.endpoint, u.operation, u.window_start, u.count
@@ -27,11 +26,11 @@ ADD_COUNTS = text(
     """
 )
 
-PRUNE = text("DELETE FROM rate_windows WHERE window_start < :before")
+PRUNE = sql("DELETE FROM rate_windows WHERE window_start < :before")
 
 # The partial claim index holds exactly the queued jobs, so this count costs the queue's size, not the
 # table's.
-QUEUE_SIZE = text("SELECT count(*) FROM jobs WHERE endpoint = :endpoint AND status = 'IN_QUEUE'")
+QUEUE_SIZE = sql("SELECT count(*) FROM jobs WHERE endpoint = :endpoint AND status = 'IN_QUEUE'")
 
 WindowKey = tuple[str, str, datetime]
 
@@ -49,14 +48,13 @@ class LimitStore:
             "starts": [key[2] for key, _ in ordered],
             "counts": [count for _, count in ordered],
         }
-        async with transaction(self._engine) as conn:
-            rows = await conn.execute(ADD_COUNTS, params)
-            return {(row.endpoint, row.operation, row.window_start): int(row.total) for row in rows}
+        rows = await fetch(self._engine, ADD_COUNTS, params)
+        return {(row["endpoint"], row["operation"], row["window_start"]): int(row["total"]) for row in rows}
 
     async def prune(self, before: datetime) -> None:
-        async with transaction(self._engine) as conn:
-            await conn.execute(PRUNE, {"before": before})
+        await fetch(self._engine, PRUNE, {"before": before})
 
     async def queue_size(self, endpoint: str) -> int:
-        async with transaction(self._engine) as conn:
-            return int((await conn.execute(QUEUE_SIZE, {"endpoint": endpoint})).scalar_one())
+        row = await fetch_one(self._engine, QUEUE_SIZE, {"endpoint": endpoint})
+        assert row is not None  # count(*) always answers
+        return int(row[0])
