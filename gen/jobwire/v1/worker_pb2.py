@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from jobwire.v1 import options_pb2 as jobwire_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17jobwire/v1/worker.proto\x12\njobwire.v1\x1a\x18jobwire/v1/options.proto\"\x8b\x02\n\x0e\x43onnectRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.jobwire.v1.HelloH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.jobwire.v1.HeartbeatH\x00\x12$\n\x06\x63redit\x18\x03 \x01(\x0b\x32\x12.jobwire.v1.CreditH\x00\x12(\n\x08progress\x18\x04 \x01(\x0b\x32\x14.jobwire.v1.ProgressH\x00\x12(\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x17.jobwire.v1.OutputChunkH\x00\x12$\n\x06result\x18\x06 \x01(\x0b\x32\x12.jobwire.v1.ResultH\x00\x42\t\n\x07message\"\xb7\x01\n\x0f\x43onnectResponse\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.jobwire.v1.WelcomeH\x00\x12$\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x12.jobwire.v1.AssignH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.jobwire.v1.CancelJobH\x00\x12\"\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x11.jobwire.v1.DrainH\x00\x42\t\n\x07message\"\x82\x01\n\x05Hello\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12-\n\x0c\x61\x63\x63\x65lerators\x18\x04 \x03(\x0b\x32\x17.jobwire.v1.Accelerator\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\"?\n\x0b\x41\x63\x63\x65lerator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\"\x82\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\r\"-\n\nJobAttempt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"F\n\tHeartbeat\x12\'\n\x07running\x18\x01 \x03(\x0b\x32\x16.jobwire.v1.JobAttempt\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\x17\n\x06\x43redit\x12\r\n\x05slots\x18\x01 \x01(\r\"\x86\x01\n\x06\x41ssign\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x13\n\x05input\x18\x03 \x01(\x0c\x42\x04\xc8\xda\x18\x01\x12\x17\n\ts3_config\x18\x04 \x01(\x0c\x42\x04\xc8\xda\x18\x01\x12\x0f\n\x07webhook\x18\x05 \x01(\t\x12\x1c\n\x14\x65xecution_timeout_ms\x18\x06 \x01(\r\"<\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x07\n\x05\x44rain\"A\n\x08Progress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x14\n\x06output\x18\x03 \x01(\x0c\x42\x04\xc8\xda\x18\x01\"Q\n\x0bOutputChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\r\x12\x14\n\x06output\x18\x04 \x01(\x0c\x42\x04\xc8\xda\x18\x01\"]\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x14\n\x06output\x18\x03 \x01(\x0c\x42\x04\xc8\xda\x18\x01\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2W\n\rWorkerService\x12\x46\n\x07\x43onnect\x12\x1a.jobwire.v1.ConnectRequest\x1a\x1b.jobwire.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17jobwire/v1/worker.proto\x12\njobwire.v1\x1a\x18jobwire/v1/options.proto\"\xbd\x02\n\x0e\x43onnectRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.jobwire.v1.HelloH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.jobwire.v1.HeartbeatH\x00\x12$\n\x06\x63redit\x18\x03 \x01(\x0b\x32\x12.jobwire.v1.CreditH\x00\x12(\n\x08progress\x18\x04 \x01(\x0b\x32\x14.jobwire.v1.ProgressH\x00\x12(\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x17.jobwire.v1.OutputChunkH\x00\x12$\n\x06result\x18\x06 \x01(\x0b\x32\x12.jobwire.v1.ResultH\x00\x12\x30\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32\x1f.jobwire.v1.ConnectRequestBatchH\x00\x42\t\n\x07message\"C\n\x13\x43onnectRequestBatch\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.jobwire.v1.ConnectRequest\"\xea\x01\n\x0f\x43onnectResponse\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.jobwire.v1.WelcomeH\x00\x12$\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x12.jobwire.v1.AssignH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.jobwire.v1.CancelJobH\x00\x12\"\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x11.jobwire.v1.DrainH\x00\x12\x31\n\x05\x62\x61tch\x18\x05 \x01(\x0b\x32 .jobwire.v1.ConnectResponseBatchH\x00\x42\t\n\x07message\"E\n\x14\x43onnectResponseBatch\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.jobwire.v1.ConnectResponse\"\x9b\x01\n\x05Hello\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12-\n\x0c\x61\x63\x63\x65lerators\x18\x04 \x03(\x0b\x32\x17.jobwire.v1.Accelerator\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x06 \x01(\x08\"?\n\x0b\x41\x63\x63\x65lerator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\"\x9b\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x06 \x01(\x08\"-\n\nJobAttempt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"F\n\tHeartbeat\x12\'\n\x07running\x18\x01 \x03(\x0b\x32\x16.jobwire.v1.JobAttempt\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\x17\n\x06\x43redit\x12\r\n\x05slots\x18\x01 \x01(\r\"\x86\x01\n\x06\x41ssign\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x13\n\x05input\x18\x03 \x01(\x0c\x42\x04\xc8\xda\x18\x01\x12\x17\n\ts3_config\x18\x04 \x01(\x0c\x42\x04\xc8\xda\x18\x01\x12\x0f\n\x07webhook\x18\x05 \x01(\t\x12\x1c\n\x14\x65xecution_timeout_ms\x18\x06 \x01(\r\"<\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x07\n\x05\x44rain\"A\n\x08Progress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x14\n\x06output\x18\x03 \x01(\x0c\x42\x04\xc8\xda\x18\x01\"Q\n\x0bOutputChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\r\x12\x14\n\x06output\x18\x04 \x01(\x0c\x42\x04\xc8\xda\x18\x01\"]\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x14\n\x06output\x18\x03 \x01(\x0c\x42\x04\xc8\xda\x18\x01\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2W\n\rWorkerService\x12\x46\n\x07\x43onnect\x12\x1a.jobwire.v1.ConnectRequest\x1a\x1b.jobwire.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,33 +43,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT'].fields_by_name['output']._loaded_options = None
   _globals['_RESULT'].fields_by_name['output']._serialized_options = b'\310\332\030\001'
   _globals['_CONNECTREQUEST']._serialized_start=66
-  _globals['_CONNECTREQUEST']._serialized_end=333
-  _globals['_CONNECTRESPONSE']._serialized_start=336
-  _globals['_CONNECTRESPONSE']._serialized_end=519
-  _globals['_HELLO']._serialized_start=522
-  _globals['_HELLO']._serialized_end=652
-  _globals['_ACCELERATOR']._serialized_start=654
-  _globals['_ACCELERATOR']._serialized_end=717
-  _globals['_WELCOME']._serialized_start=720
-  _globals['_WELCOME']._serialized_end=850
-  _globals['_JOBATTEMPT']._serialized_start=852
-  _globals['_JOBATTEMPT']._serialized_end=897
-  _globals['_HEARTBEAT']._serialized_start=899
-  _globals['_HEARTBEAT']._serialized_end=969
-  _globals['_CREDIT']._serialized_start=971
-  _globals['_CREDIT']._serialized_end=994
-  _globals['_ASSIGN']._serialized_start=997
-  _globals['_ASSIGN']._serialized_end=1131
-  _globals['_CANCELJOB']._serialized_start=1133
-  _globals['_CANCELJOB']._serialized_end=1193
-  _globals['_DRAIN']._serialized_start=1195
-  _globals['_DRAIN']._serialized_end=1202
-  _globals['_PROGRESS']._serialized_start=1204
-  _globals['_PROGRESS']._serialized_end=1269
-  _globals['_OUTPUTCHUNK']._serialized_start=1271
-  _globals['_OUTPUTCHUNK']._serialized_end=1352
-  _globals['_RESULT']._serialized_start=1354
-  _globals['_RESULT']._serialized_end=1447
-  _globals['_WORKERSERVICE']._serialized_start=1449
-  _globals['_WORKERSERVICE']._serialized_end=1536
+  _globals['_CONNECTREQUEST']._serialized_end=383
+  _globals['_CONNECTREQUESTBATCH']._serialized_start=385
+  _globals['_CONNECTREQUESTBATCH']._serialized_end=452
+  _globals['_CONNECTRESPONSE']._serialized_start=455
+  _globals['_CONNECTRESPONSE']._serialized_end=689
+  _globals['_CONNECTRESPONSEBATCH']._serialized_start=691
+  _globals['_CONNECTRESPONSEBATCH']._serialized_end=760
+  _globals['_HELLO']._serialized_start=763
+  _globals['_HELLO']._serialized_end=918
+  _globals['_ACCELERATOR']._serialized_start=920
+  _globals['_ACCELERATOR']._serialized_end=983
+  _globals['_WELCOME']._serialized_start=986
+  _globals['_WELCOME']._serialized_end=1141
+  _globals['_JOBATTEMPT']._serialized_start=1143
+  _globals['_JOBATTEMPT']._serialized_end=1188
+  _globals['_HEARTBEAT']._serialized_start=1190
+  _globals['_HEARTBEAT']._serialized_end=1260
+  _globals['_CREDIT']._serialized_start=1262
+  _globals['_CREDIT']._serialized_end=1285
+  _globals['_ASSIGN']._serialized_start=1288
+  _globals['_ASSIGN']._serialized_end=1422
+  _globals['_CANCELJOB']._serialized_start=1424
+  _globals['_CANCELJOB']._serialized_end=1484
+  _globals['_DRAIN']._serialized_start=1486
+  _globals['_DRAIN']._serialized_end=1493
+  _globals['_PROGRESS']._serialized_start=1495
+  _globals['_PROGRESS']._serialized_end=1560
+  _globals['_OUTPUTCHUNK']._serialized_start=1562
+  _globals['_OUTPUTCHUNK']._serialized_end=1643
+  _globals['_RESULT']._serialized_start=1645
+  _globals['_RESULT']._serialized_end=1738
+  _globals['_WORKERSERVICE']._serialized_start=1740
+  _globals['_WORKERSERVICE']._serialized_end=1827
 # @@protoc_insertion_point(module_scope)

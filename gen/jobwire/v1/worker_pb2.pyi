@@ -30,6 +30,7 @@ class ConnectRequest(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """The first message on every stream."""
@@ -54,6 +55,12 @@ class ConnectRequest(_message.Message):
     def result(self) -> Global___Result:
         """The end of an attempt: output, or an error."""
 
+    @_builtins.property
+    def batch(self) -> Global___ConnectRequestBatch:
+        """Several of the messages above, in order, in one write. Only to a server whose Welcome sets
+        `accepts_batches`.
+        """
+
     def __init__(
         self,
         *,
@@ -63,16 +70,41 @@ class ConnectRequest(_message.Message):
         progress: Global___Progress | None = ...,
         chunk: Global___OutputChunk | None = ...,
         result: Global___Result | None = ...,
+        batch: Global___ConnectRequestBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "credit", b"credit", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chunk", b"chunk", "credit", b"credit", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "credit", b"credit", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chunk", b"chunk", "credit", b"credit", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "credit", "progress", "chunk", "result"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "credit", "progress", "chunk", "result", "batch"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class ConnectRequestBatch(_message.Message):
+    """Messages a worker had queued while its previous write was in flight, sent together: one gRPC
+    message (and one trip through both sides' event loops) instead of one each. Never nested.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectRequest]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ConnectRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectRequestBatch: _TypeAlias = ConnectRequestBatch  # noqa: Y015
 
 @_typing.final
 class ConnectResponse(_message.Message):
@@ -84,6 +116,7 @@ class ConnectResponse(_message.Message):
     ASSIGN_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome:
         """The answer to Hello: how often to send heartbeats and what the limits are."""
@@ -100,6 +133,12 @@ class ConnectResponse(_message.Message):
     def drain(self) -> Global___Drain:
         """Finish the jobs in hand and take no more."""
 
+    @_builtins.property
+    def batch(self) -> Global___ConnectResponseBatch:
+        """Several of the messages above, in order, in one write. Only to a worker whose Hello sets
+        `accepts_batches`.
+        """
+
     def __init__(
         self,
         *,
@@ -107,16 +146,41 @@ class ConnectResponse(_message.Message):
         assign: Global___Assign | None = ...,
         cancel: Global___CancelJob | None = ...,
         drain: Global___Drain | None = ...,
+        batch: Global___ConnectResponseBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "cancel", b"cancel", "drain", b"drain", "message", b"message", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "message", b"message", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "cancel", b"cancel", "drain", b"drain", "message", b"message", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "message", b"message", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "assign", "cancel", "drain"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "assign", "cancel", "drain", "batch"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class ConnectResponseBatch(_message.Message):
+    """Messages the server had queued for a worker while its previous write was in flight, sent together.
+    Never nested.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectResponse]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ConnectResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectResponseBatch: _TypeAlias = ConnectResponseBatch  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):
@@ -127,12 +191,15 @@ class Hello(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     ACCELERATORS_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
+    ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
     worker_id: _builtins.str
     """Stable across reconnects of the same process; unique per process."""
     slots: _builtins.int
     """How many jobs the worker runs at once."""
     sdk_version: _builtins.str
+    accepts_batches: _builtins.bool
+    """The worker reads `ConnectResponse.batch`."""
     @_builtins.property
     def accelerators(self) -> _containers.RepeatedCompositeFieldContainer[Global___Accelerator]: ...
     def __init__(
@@ -143,10 +210,11 @@ class Hello(_message.Message):
         slots: _builtins.int = ...,
         accelerators: _abc.Iterable[Global___Accelerator] | None = ...,
         sdk_version: _builtins.str = ...,
+        accepts_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "endpoint_id", b"endpoint_id", "sdk_version", b"sdk_version", "slots", b"slots", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "accepts_batches", b"accepts_batches", "endpoint_id", b"endpoint_id", "sdk_version", b"sdk_version", "slots", b"slots", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,6 +256,7 @@ class Welcome(_message.Message):
     LEASE_MS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     MAX_CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_interval_ms: _builtins.int
     lease_ms: _builtins.int
@@ -195,6 +264,8 @@ class Welcome(_message.Message):
     max_message_bytes: _builtins.int
     max_chunk_bytes: _builtins.int
     """Streamed output is stored in chunks of at most this many bytes."""
+    accepts_batches: _builtins.bool
+    """The server reads `ConnectRequest.batch`."""
     def __init__(
         self,
         *,
@@ -203,10 +274,11 @@ class Welcome(_message.Message):
         lease_ms: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
         max_chunk_bytes: _builtins.int = ...,
+        accepts_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "lease_ms", b"lease_ms", "max_chunk_bytes", b"max_chunk_bytes", "max_message_bytes", b"max_message_bytes", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "heartbeat_interval_ms", b"heartbeat_interval_ms", "lease_ms", b"lease_ms", "max_chunk_bytes", b"max_chunk_bytes", "max_message_bytes", b"max_message_bytes", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

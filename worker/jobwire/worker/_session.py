@@ -47,6 +47,9 @@ _DEFAULT_HEARTBEAT_MS = 2_000
 _DEFAULT_MAX_MESSAGE = 32 * 1024 * 1024
 # Room for a report's other fields (job id, attempt, seq, tags) within a message.
 _ENVELOPE = 4096
+# Reports queued while a write is in flight leave together in one batch of at most this many bytes; a
+# bigger report (a large output) goes on its own.
+_BATCH_BYTES = 256 * 1024
 #: The cancel reason of jobs whose stream was lost.
 DISCONNECTED = "DISCONNECTED"
 
@@ -107,6 +110,10 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._message_limit = _DEFAULT_MAX_MESSAGE
         self._chunk_limit = _DEFAULT_MAX_MESSAGE - _ENVELOPE
+        #: The server reads batches of reports (its Welcome said so).
+        self._batches = False
+        #: What was taken from the outbox but did not fit in the last batch: the next write starts with it.
+        self._carried: list[worker_pb2.ConnectRequest | None] = []
 
     async def run(self, stub: worker_pb2_grpc.WorkerServiceAsyncStub) -> End:
         """Connects and serves until drained or broken; raises WorkerRejected if the server refuses."""
@@ -156,12 +163,14 @@ class Session:
                 for a in config.accelerators
             ],
             sdk_version=config.sdk_version,
+            accepts_batches=True,
         )
 
     def _welcomed(self, welcome: worker_pb2.Welcome) -> None:
         log.info("connected: session %s", welcome.session_id)
         self._message_limit = welcome.max_message_bytes or _DEFAULT_MAX_MESSAGE
         self._chunk_limit = welcome.max_chunk_bytes or self._message_limit - _ENVELOPE
+        self._batches = welcome.accepts_batches
         interval = (welcome.heartbeat_interval_ms or _DEFAULT_HEARTBEAT_MS) / 1000
         self._on_welcome()
         self._spawn(self._beat(interval), "jobwire-heartbeat")
@@ -194,11 +203,27 @@ class Session:
 
     async def _write(self, call: _Call) -> None:
         while True:
-            message = await self._outbox.get()
+            message = self._carried.pop() if self._carried else await self._outbox.get()
             if message is None:
                 await call.done_writing()
                 return
-            await call.write(message)
+            await call.write(self._batch(message) if self._batches else message)
+
+    def _batch(self, first: worker_pb2.ConnectRequest) -> worker_pb2.ConnectRequest:
+        """`first` and the reports queued behind it, as one batch (no timer: what queued up while the
+        last write was in flight)."""
+        size = first.ByteSize()
+        messages = [first]
+        while size < _BATCH_BYTES and not self._outbox.empty():
+            message = self._outbox.get_nowait()
+            if message is None or size + message.ByteSize() > _BATCH_BYTES:
+                self._carried.append(message)
+                break
+            size += message.ByteSize()
+            messages.append(message)
+        if len(messages) == 1:
+            return first
+        return worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch(messages=messages))
 
     async def _read(self, call: _Call) -> None:
         while True:
@@ -226,7 +251,11 @@ class Session:
 
     def _dispatch(self, message: worker_pb2.ConnectResponse) -> None:
         kind = message.WhichOneof("message")
-        if kind == "assign":
+        if kind == "batch":
+            for inner in message.batch.messages:
+                if inner.WhichOneof("message") != "batch":  # never nested; ignored if it were
+                    self._dispatch(inner)
+        elif kind == "assign":
             self._assign(message.assign)
         elif kind == "cancel":
             self._cancel(message.cancel)

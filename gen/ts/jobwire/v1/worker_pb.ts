@@ -11,7 +11,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobwire/v1/worker.proto.
  */
 export const file_jobwire_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Chdqb2J3aXJlL3YxL3dvcmtlci5wcm90bxIKam9id2lyZS52MSKLAgoOQ29ubmVjdFJlcXVlc3QSIgoFaGVsbG8YASABKAsyES5qb2J3aXJlLnYxLkhlbGxvSAASKgoJaGVhcnRiZWF0GAIgASgLMhUuam9id2lyZS52MS5IZWFydGJlYXRIABIkCgZjcmVkaXQYAyABKAsyEi5qb2J3aXJlLnYxLkNyZWRpdEgAEigKCHByb2dyZXNzGAQgASgLMhQuam9id2lyZS52MS5Qcm9ncmVzc0gAEigKBWNodW5rGAUgASgLMhcuam9id2lyZS52MS5PdXRwdXRDaHVua0gAEiQKBnJlc3VsdBgGIAEoCzISLmpvYndpcmUudjEuUmVzdWx0SABCCQoHbWVzc2FnZSK3AQoPQ29ubmVjdFJlc3BvbnNlEiYKB3dlbGNvbWUYASABKAsyEy5qb2J3aXJlLnYxLldlbGNvbWVIABIkCgZhc3NpZ24YAiABKAsyEi5qb2J3aXJlLnYxLkFzc2lnbkgAEicKBmNhbmNlbBgDIAEoCzIVLmpvYndpcmUudjEuQ2FuY2VsSm9iSAASIgoFZHJhaW4YBCABKAsyES5qb2J3aXJlLnYxLkRyYWluSABCCQoHbWVzc2FnZSKCAQoFSGVsbG8SEwoLZW5kcG9pbnRfaWQYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEg0KBXNsb3RzGAMgASgNEi0KDGFjY2VsZXJhdG9ycxgEIAMoCzIXLmpvYndpcmUudjEuQWNjZWxlcmF0b3ISEwoLc2RrX3ZlcnNpb24YBSABKAkiPwoLQWNjZWxlcmF0b3ISDAoEbmFtZRgBIAEoCRIMCgR1dWlkGAIgASgJEhQKDG1lbW9yeV9ieXRlcxgDIAEoBCKCAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIQCghsZWFzZV9tcxgDIAEoDRIZChFtYXhfbWVzc2FnZV9ieXRlcxgEIAEoDRIXCg9tYXhfY2h1bmtfYnl0ZXMYBSABKA0iLQoKSm9iQXR0ZW1wdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDSJGCglIZWFydGJlYXQSJwoHcnVubmluZxgBIAMoCzIWLmpvYndpcmUudjEuSm9iQXR0ZW1wdBIQCghkcmFpbmluZxgCIAEoCCIXCgZDcmVkaXQSDQoFc2xvdHMYASABKA0ihgEKBkFzc2lnbhIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRITCgVpbnB1dBgDIAEoDEIEyNoYARIXCglzM19jb25maWcYBCABKAxCBMjaGAESDwoHd2ViaG9vaxgFIAEoCRIcChRleGVjdXRpb25fdGltZW91dF9tcxgGIAEoDSI8CglDYW5jZWxKb2ISDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SDgoGcmVhc29uGAMgASgJIgcKBURyYWluIkEKCFByb2dyZXNzEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhQKBm91dHB1dBgDIAEoDEIEyNoYASJRCgtPdXRwdXRDaHVuaxIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRILCgNzZXEYAyABKA0SFAoGb3V0cHV0GAQgASgMQgTI2hgBIl0KBlJlc3VsdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRIUCgZvdXRwdXQYAyABKAxCBMjaGAESEgoFZXJyb3IYBCABKAlIAIgBAUIICgZfZXJyb3IyVwoNV29ya2VyU2VydmljZRJGCgdDb25uZWN0Ehouam9id2lyZS52MS5Db25uZWN0UmVxdWVzdBobLmpvYndpcmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_jobwire_v1_options]);
+  fileDesc("Chdqb2J3aXJlL3YxL3dvcmtlci5wcm90bxIKam9id2lyZS52MSK9AgoOQ29ubmVjdFJlcXVlc3QSIgoFaGVsbG8YASABKAsyES5qb2J3aXJlLnYxLkhlbGxvSAASKgoJaGVhcnRiZWF0GAIgASgLMhUuam9id2lyZS52MS5IZWFydGJlYXRIABIkCgZjcmVkaXQYAyABKAsyEi5qb2J3aXJlLnYxLkNyZWRpdEgAEigKCHByb2dyZXNzGAQgASgLMhQuam9id2lyZS52MS5Qcm9ncmVzc0gAEigKBWNodW5rGAUgASgLMhcuam9id2lyZS52MS5PdXRwdXRDaHVua0gAEiQKBnJlc3VsdBgGIAEoCzISLmpvYndpcmUudjEuUmVzdWx0SAASMAoFYmF0Y2gYByABKAsyHy5qb2J3aXJlLnYxLkNvbm5lY3RSZXF1ZXN0QmF0Y2hIAEIJCgdtZXNzYWdlIkMKE0Nvbm5lY3RSZXF1ZXN0QmF0Y2gSLAoIbWVzc2FnZXMYASADKAsyGi5qb2J3aXJlLnYxLkNvbm5lY3RSZXF1ZXN0IuoBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLmpvYndpcmUudjEuV2VsY29tZUgAEiQKBmFzc2lnbhgCIAEoCzISLmpvYndpcmUudjEuQXNzaWduSAASJwoGY2FuY2VsGAMgASgLMhUuam9id2lyZS52MS5DYW5jZWxKb2JIABIiCgVkcmFpbhgEIAEoCzIRLmpvYndpcmUudjEuRHJhaW5IABIxCgViYXRjaBgFIAEoCzIgLmpvYndpcmUudjEuQ29ubmVjdFJlc3BvbnNlQmF0Y2hIAEIJCgdtZXNzYWdlIkUKFENvbm5lY3RSZXNwb25zZUJhdGNoEi0KCG1lc3NhZ2VzGAEgAygLMhsuam9id2lyZS52MS5Db25uZWN0UmVzcG9uc2UimwEKBUhlbGxvEhMKC2VuZHBvaW50X2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRINCgVzbG90cxgDIAEoDRItCgxhY2NlbGVyYXRvcnMYBCADKAsyFy5qb2J3aXJlLnYxLkFjY2VsZXJhdG9yEhMKC3Nka192ZXJzaW9uGAUgASgJEhcKD2FjY2VwdHNfYmF0Y2hlcxgGIAEoCCI/CgtBY2NlbGVyYXRvchIMCgRuYW1lGAEgASgJEgwKBHV1aWQYAiABKAkSFAoMbWVtb3J5X2J5dGVzGAMgASgEIpsBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNEhAKCGxlYXNlX21zGAMgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAQgASgNEhcKD21heF9jaHVua19ieXRlcxgFIAEoDRIXCg9hY2NlcHRzX2JhdGNoZXMYBiABKAgiLQoKSm9iQXR0ZW1wdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDSJGCglIZWFydGJlYXQSJwoHcnVubmluZxgBIAMoCzIWLmpvYndpcmUudjEuSm9iQXR0ZW1wdBIQCghkcmFpbmluZxgCIAEoCCIXCgZDcmVkaXQSDQoFc2xvdHMYASABKA0ihgEKBkFzc2lnbhIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRITCgVpbnB1dBgDIAEoDEIEyNoYARIXCglzM19jb25maWcYBCABKAxCBMjaGAESDwoHd2ViaG9vaxgFIAEoCRIcChRleGVjdXRpb25fdGltZW91dF9tcxgGIAEoDSI8CglDYW5jZWxKb2ISDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SDgoGcmVhc29uGAMgASgJIgcKBURyYWluIkEKCFByb2dyZXNzEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhQKBm91dHB1dBgDIAEoDEIEyNoYASJRCgtPdXRwdXRDaHVuaxIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRILCgNzZXEYAyABKA0SFAoGb3V0cHV0GAQgASgMQgTI2hgBIl0KBlJlc3VsdBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRIUCgZvdXRwdXQYAyABKAxCBMjaGAESEgoFZXJyb3IYBCABKAlIAIgBAUIICgZfZXJyb3IyVwoNV29ya2VyU2VydmljZRJGCgdDb25uZWN0Ehouam9id2lyZS52MS5Db25uZWN0UmVxdWVzdBobLmpvYndpcmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_jobwire_v1_options]);
 
 /**
  * Worker -> server.
@@ -70,6 +70,15 @@ export type ConnectRequest = Message<"jobwire.v1.ConnectRequest"> & {
      */
     value: Result;
     case: "result";
+  } | {
+    /**
+     * Several of the messages above, in order, in one write. Only to a server whose Welcome sets
+     * `accepts_batches`.
+     *
+     * @generated from field: jobwire.v1.ConnectRequestBatch batch = 7;
+     */
+    value: ConnectRequestBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -79,6 +88,26 @@ export type ConnectRequest = Message<"jobwire.v1.ConnectRequest"> & {
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
   messageDesc(file_jobwire_v1_worker, 0);
+
+/**
+ * Messages a worker had queued while its previous write was in flight, sent together: one gRPC
+ * message (and one trip through both sides' event loops) instead of one each. Never nested.
+ *
+ * @generated from message jobwire.v1.ConnectRequestBatch
+ */
+export type ConnectRequestBatch = Message<"jobwire.v1.ConnectRequestBatch"> & {
+  /**
+   * @generated from field: repeated jobwire.v1.ConnectRequest messages = 1;
+   */
+  messages: ConnectRequest[];
+};
+
+/**
+ * Describes the message jobwire.v1.ConnectRequestBatch.
+ * Use `create(ConnectRequestBatchSchema)` to create a new message.
+ */
+export const ConnectRequestBatchSchema: GenMessage<ConnectRequestBatch> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_worker, 1);
 
 /**
  * Server -> worker.
@@ -121,6 +150,15 @@ export type ConnectResponse = Message<"jobwire.v1.ConnectResponse"> & {
      */
     value: Drain;
     case: "drain";
+  } | {
+    /**
+     * Several of the messages above, in order, in one write. Only to a worker whose Hello sets
+     * `accepts_batches`.
+     *
+     * @generated from field: jobwire.v1.ConnectResponseBatch batch = 5;
+     */
+    value: ConnectResponseBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -129,7 +167,27 @@ export type ConnectResponse = Message<"jobwire.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 1);
+  messageDesc(file_jobwire_v1_worker, 2);
+
+/**
+ * Messages the server had queued for a worker while its previous write was in flight, sent together.
+ * Never nested.
+ *
+ * @generated from message jobwire.v1.ConnectResponseBatch
+ */
+export type ConnectResponseBatch = Message<"jobwire.v1.ConnectResponseBatch"> & {
+  /**
+   * @generated from field: repeated jobwire.v1.ConnectResponse messages = 1;
+   */
+  messages: ConnectResponse[];
+};
+
+/**
+ * Describes the message jobwire.v1.ConnectResponseBatch.
+ * Use `create(ConnectResponseBatchSchema)` to create a new message.
+ */
+export const ConnectResponseBatchSchema: GenMessage<ConnectResponseBatch> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_worker, 3);
 
 /**
  * @generated from message jobwire.v1.Hello
@@ -163,6 +221,13 @@ export type Hello = Message<"jobwire.v1.Hello"> & {
    * @generated from field: string sdk_version = 5;
    */
   sdkVersion: string;
+
+  /**
+   * The worker reads `ConnectResponse.batch`.
+   *
+   * @generated from field: bool accepts_batches = 6;
+   */
+  acceptsBatches: boolean;
 };
 
 /**
@@ -170,7 +235,7 @@ export type Hello = Message<"jobwire.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 2);
+  messageDesc(file_jobwire_v1_worker, 4);
 
 /**
  * A GPU (or other accelerator) the worker sees.
@@ -199,7 +264,7 @@ export type Accelerator = Message<"jobwire.v1.Accelerator"> & {
  * Use `create(AcceleratorSchema)` to create a new message.
  */
 export const AcceleratorSchema: GenMessage<Accelerator> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 3);
+  messageDesc(file_jobwire_v1_worker, 5);
 
 /**
  * @generated from message jobwire.v1.Welcome
@@ -233,6 +298,13 @@ export type Welcome = Message<"jobwire.v1.Welcome"> & {
    * @generated from field: uint32 max_chunk_bytes = 5;
    */
   maxChunkBytes: number;
+
+  /**
+   * The server reads `ConnectRequest.batch`.
+   *
+   * @generated from field: bool accepts_batches = 6;
+   */
+  acceptsBatches: boolean;
 };
 
 /**
@@ -240,7 +312,7 @@ export type Welcome = Message<"jobwire.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 4);
+  messageDesc(file_jobwire_v1_worker, 6);
 
 /**
  * @generated from message jobwire.v1.JobAttempt
@@ -262,7 +334,7 @@ export type JobAttempt = Message<"jobwire.v1.JobAttempt"> & {
  * Use `create(JobAttemptSchema)` to create a new message.
  */
 export const JobAttemptSchema: GenMessage<JobAttempt> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 5);
+  messageDesc(file_jobwire_v1_worker, 7);
 
 /**
  * @generated from message jobwire.v1.Heartbeat
@@ -286,7 +358,7 @@ export type Heartbeat = Message<"jobwire.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 6);
+  messageDesc(file_jobwire_v1_worker, 8);
 
 /**
  * @generated from message jobwire.v1.Credit
@@ -303,7 +375,7 @@ export type Credit = Message<"jobwire.v1.Credit"> & {
  * Use `create(CreditSchema)` to create a new message.
  */
 export const CreditSchema: GenMessage<Credit> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 7);
+  messageDesc(file_jobwire_v1_worker, 9);
 
 /**
  * @generated from message jobwire.v1.Assign
@@ -347,7 +419,7 @@ export type Assign = Message<"jobwire.v1.Assign"> & {
  * Use `create(AssignSchema)` to create a new message.
  */
 export const AssignSchema: GenMessage<Assign> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 8);
+  messageDesc(file_jobwire_v1_worker, 10);
 
 /**
  * @generated from message jobwire.v1.CancelJob
@@ -376,7 +448,7 @@ export type CancelJob = Message<"jobwire.v1.CancelJob"> & {
  * Use `create(CancelJobSchema)` to create a new message.
  */
 export const CancelJobSchema: GenMessage<CancelJob> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 9);
+  messageDesc(file_jobwire_v1_worker, 11);
 
 /**
  * @generated from message jobwire.v1.Drain
@@ -389,7 +461,7 @@ export type Drain = Message<"jobwire.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 10);
+  messageDesc(file_jobwire_v1_worker, 12);
 
 /**
  * @generated from message jobwire.v1.Progress
@@ -416,7 +488,7 @@ export type Progress = Message<"jobwire.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 11);
+  messageDesc(file_jobwire_v1_worker, 13);
 
 /**
  * @generated from message jobwire.v1.OutputChunk
@@ -450,7 +522,7 @@ export type OutputChunk = Message<"jobwire.v1.OutputChunk"> & {
  * Use `create(OutputChunkSchema)` to create a new message.
  */
 export const OutputChunkSchema: GenMessage<OutputChunk> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 12);
+  messageDesc(file_jobwire_v1_worker, 14);
 
 /**
  * @generated from message jobwire.v1.Result
@@ -486,7 +558,7 @@ export type Result = Message<"jobwire.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker, 13);
+  messageDesc(file_jobwire_v1_worker, 15);
 
 /**
  * The worker API: one bidirectional stream per worker process. The worker authenticates with a worker

@@ -23,6 +23,9 @@ from jobwire.server.service.dispatch import (
 from jobwire.v1 import worker_pb2
 
 WORKER_SERVICE = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"]
+# Messages queued for a worker while a write is in flight leave together in one batch of at most this
+# many bytes; a bigger one (a large input) goes on its own.
+BATCH_BYTES = 256 * 1024
 
 
 def _assign(event: AssignJob) -> worker_pb2.ConnectResponse:
@@ -80,13 +83,14 @@ class WorkerApi:
                 lease_ms=settings.lease_ms,
                 max_message_bytes=settings.max_message_bytes,
                 max_chunk_bytes=settings.max_chunk_bytes,
+                accepts_batches=True,
             )
         )
         await self._dispatcher.attach(session)
         storing: set[asyncio.Task[bool]] = set()
         reader = asyncio.create_task(self._read(requests, session, storing), name=f"worker-{hello.worker_id}")
         try:
-            async for message in self._outgoing(outbox, reader):
+            async for message in self._outgoing(outbox, reader, hello.accepts_batches):
                 yield message
         finally:
             reader.cancel()
@@ -103,25 +107,38 @@ class WorkerApi:
         await self._dispatcher.detach(session)
 
     async def _outgoing(
-        self, outbox: asyncio.Queue[Outbound], reader: asyncio.Task[None]
+        self, outbox: asyncio.Queue[Outbound], reader: asyncio.Task[None], batches: bool
     ) -> AsyncIterator[worker_pb2.ConnectResponse]:
+        carried: list[Outbound] = []  # taken from the outbox, but did not fit in the last batch
         while True:
-            getting = asyncio.ensure_future(outbox.get())
-            await asyncio.wait({getting, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
-                reader.result()  # the worker's side ended: raise its error, if any
-                return
-            event = getting.result()
-            if isinstance(event, AssignJob):
-                yield _assign(event)
-            elif isinstance(event, StopJob):
-                stop = worker_pb2.CancelJob(
-                    job_id=event.job_id, attempt=event.attempt, reason=str(event.reason)
-                )
-                yield worker_pb2.ConnectResponse(cancel=stop)
-            elif isinstance(event, CloseSession):
+            if carried:
+                event = carried.pop()
+            else:
+                getting = asyncio.ensure_future(outbox.get())
+                await asyncio.wait({getting, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    reader.result()  # the worker's side ended: raise its error, if any
+                    return
+                event = getting.result()
+            if isinstance(event, CloseSession):
                 raise Unavailable(f"session closed by the server: {event.reason}")
+            first = _response(event)
+            # What else queued up while the last write was in flight goes in the same write, for a
+            # worker that reads batches (no timer: a lone message leaves at once).
+            messages, size = [first], first.ByteSize()
+            while batches and size < BATCH_BYTES and not outbox.empty():
+                event = outbox.get_nowait()
+                message = None if isinstance(event, CloseSession) else _response(event)
+                if message is None or size + message.ByteSize() > BATCH_BYTES:
+                    carried.append(event)
+                    break
+                size += message.ByteSize()
+                messages.append(message)
+            if len(messages) == 1:
+                yield first
+            else:
+                yield worker_pb2.ConnectResponse(batch=worker_pb2.ConnectResponseBatch(messages=messages))
 
     async def _read(
         self,
@@ -129,34 +146,52 @@ class WorkerApi:
         session: WorkerSession,
         storing: set[asyncio.Task[bool]],
     ) -> None:
-        dispatcher = self._dispatcher
         async for message in requests:
-            dispatcher.heard_from(session)
-            kind = message.WhichOneof("message")
-            if kind == "heartbeat":
-                if message.heartbeat.draining:
-                    dispatcher.set_draining(session)
-            elif kind == "credit":
-                dispatcher.add_credit(session, message.credit.slots)
-            elif kind == "progress":
-                p = message.progress
-                await dispatcher.report_progress(p.job_id, p.attempt, p.output)
-            elif kind == "chunk":
-                c = message.chunk
-                await dispatcher.report_chunk(c.job_id, c.attempt, c.seq, c.output)
-            elif kind == "result":
-                # Not awaited: the next results of this stream (and of other streams) are read meanwhile
-                # and join the same group commit. A worker has at most `slots` attempts, so this holds at
-                # most that many stores, and waits when a misbehaving worker sends more.
-                if len(storing) >= session.slots:
-                    await asyncio.wait(set(storing), return_when=asyncio.FIRST_COMPLETED)
-                r = message.result
-                error = r.error if r.HasField("error") else None
-                task = asyncio.create_task(
-                    dispatcher.report_result(session, r.job_id, r.attempt, r.output or None, error)
-                )
-                storing.add(task)
-                task.add_done_callback(partial(_stored, session, storing))
+            self._dispatcher.heard_from(session)
+            if message.WhichOneof("message") == "batch":
+                for inner in message.batch.messages:
+                    if inner.WhichOneof("message") == "batch":
+                        raise InvalidArgument("a batch of worker messages cannot hold another batch")
+                    await self._handle(inner, session, storing)
+            else:
+                await self._handle(message, session, storing)
+
+    async def _handle(
+        self, message: worker_pb2.ConnectRequest, session: WorkerSession, storing: set[asyncio.Task[bool]]
+    ) -> None:
+        dispatcher = self._dispatcher
+        kind = message.WhichOneof("message")
+        if kind == "heartbeat":
+            if message.heartbeat.draining:
+                dispatcher.set_draining(session)
+        elif kind == "credit":
+            dispatcher.add_credit(session, message.credit.slots)
+        elif kind == "progress":
+            p = message.progress
+            await dispatcher.report_progress(p.job_id, p.attempt, p.output)
+        elif kind == "chunk":
+            c = message.chunk
+            await dispatcher.report_chunk(c.job_id, c.attempt, c.seq, c.output)
+        elif kind == "result":
+            # Not awaited: the next results of this stream (and of other streams) are read meanwhile
+            # and join the same group commit. A worker has at most `slots` attempts, so this holds at
+            # most that many stores, and waits when a misbehaving worker sends more.
+            if len(storing) >= session.slots:
+                await asyncio.wait(set(storing), return_when=asyncio.FIRST_COMPLETED)
+            r = message.result
+            error = r.error if r.HasField("error") else None
+            task = asyncio.create_task(
+                dispatcher.report_result(session, r.job_id, r.attempt, r.output or None, error)
+            )
+            storing.add(task)
+            task.add_done_callback(partial(_stored, session, storing))
+
+
+def _response(event: AssignJob | StopJob) -> worker_pb2.ConnectResponse:
+    if isinstance(event, AssignJob):
+        return _assign(event)
+    stop = worker_pb2.CancelJob(job_id=event.job_id, attempt=event.attempt, reason=str(event.reason))
+    return worker_pb2.ConnectResponse(cancel=stop)
 
 
 def _stored(session: WorkerSession, storing: set[asyncio.Task[bool]], task: asyncio.Task[bool]) -> None:

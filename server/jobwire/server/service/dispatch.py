@@ -30,7 +30,7 @@ from jobwire.server.model import JobStatus
 from jobwire.server.observability import DispatchObserver, Metrics, Tracing, log_context
 from jobwire.server.observability.logs import replace_context
 from jobwire.server.store import ClaimedJob, JobStore, WorkerPresence, WorkerRow, WorkerStore
-from jobwire.server.store.database import JOB_ENDED, JOB_QUEUED
+from jobwire.server.store.database import JOB_ENDED, JOB_QUEUED, ended_ids
 from jobwire.server.store.jobs import Reservation
 
 log = logging.getLogger("jobwire.dispatch")
@@ -49,6 +49,8 @@ class DispatchSettings:
     sweep_interval_s: float = 1.0
     max_chunk_bytes: int = 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
+    #: Claims (each for a different worker of an endpoint) in flight at once.
+    concurrent_claims: int = 1
 
 
 @dataclass(frozen=True)
@@ -294,9 +296,10 @@ class Dispatcher:
         if channel == JOB_QUEUED:
             self.wake(payload)
         elif channel == JOB_ENDED:
-            session = self._holding.get(payload)
-            if session is not None and payload not in session.reporting:
-                self._spawn(self._stop_job(session, payload))
+            for job_id in ended_ids(payload):
+                session = self._holding.get(job_id)
+                if session is not None and job_id not in session.reporting:
+                    self._spawn(self._stop_job(session, job_id))
 
     def on_gap(self) -> None:
         for endpoint in self._wake:
@@ -336,28 +339,39 @@ class Dispatcher:
                 log.exception("dispatch for %s failed", endpoint)
 
     async def _dispatch(self, endpoint: str) -> None:
-        """Fills free slots, one claim per worker, rotating so that load spreads over workers."""
+        """Fills free slots, one claim per worker, rotating so that load spreads over workers. Up to
+        `concurrent_claims` claims (of different workers) run at once: a claim is a round trip and a
+        commit, mostly spent waiting, so overlapping a few is what lets busy workers get jobs as fast as
+        they free slots. Stops at the first claim that finds the queue empty."""
         sessions = self._by_endpoint.get(endpoint, deque())
-        for _ in range(len(sessions)):
-            if not sessions:
+        remaining = len(sessions)
+        while remaining > 0 and sessions:
+            group: list[tuple[WorkerSession, int]] = []
+            while remaining > 0 and sessions and len(group) < self.settings.concurrent_claims:
+                session = sessions[0]
+                sessions.rotate(-1)
+                remaining -= 1
+                wanted = session.credits - session.reserved
+                if not (session.closed or session.draining or wanted <= 0):
+                    group.append((session, wanted))
+            if not group:
                 return
-            session = sessions[0]
-            sessions.rotate(-1)
-            wanted = session.credits - session.reserved
-            if session.closed or session.draining or wanted <= 0:
-                continue
-            now = self._clock.now()
-            lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
-            claim_started = self._observe.claim_started()
-            # The slots are held while the claim runs, so a submission meanwhile cannot reserve them too.
-            session.reserved += wanted
-            try:
-                claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
-            finally:
-                session.reserved -= wanted
-            self._hand_over(session, claimed, claim_started)
-            if len(claimed) < wanted:
+            got = await asyncio.gather(*(self._claim(endpoint, s, wanted) for s, wanted in group))
+            if any(n < wanted for n, (_, wanted) in zip(got, group, strict=True)):
                 return  # the queue is empty
+
+    async def _claim(self, endpoint: str, session: WorkerSession, wanted: int) -> int:
+        now = self._clock.now()
+        lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
+        claim_started = self._observe.claim_started()
+        # The slots are held while the claim runs, so a submission meanwhile cannot reserve them too.
+        session.reserved += wanted
+        try:
+            claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
+        finally:
+            session.reserved -= wanted
+        self._hand_over(session, claimed, claim_started)
+        return len(claimed)
 
     def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
         """A free slot of a local worker of the endpoint, for a job being submitted (see

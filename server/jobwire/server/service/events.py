@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, QUEUE_PURGED
+from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, QUEUE_PURGED, ended_ids
 
 CHANNELS = (JOB_ENDED, JOB_CHUNKS, QUEUE_PURGED)
 
@@ -38,6 +38,9 @@ class JobEvents:
     def on_notify(self, channel: str, payload: str) -> None:
         if channel == QUEUE_PURGED:
             self._wake(self._by_endpoint.get(payload, ()))
+        elif channel == JOB_ENDED:
+            for job_id in ended_ids(payload):
+                self._wake(self._by_job.get(job_id, ()))
         else:
             self._wake(self._by_job.get(payload, ()))
 
