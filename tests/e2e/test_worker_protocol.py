@@ -257,3 +257,80 @@ async def test_two_replicas_on_one_database_behave_as_one(database_url: str) -> 
         await on_a.http.post(f"/v2/{ENDPOINT}/cancel/{job_id}", headers=on_a.headers())
         assert (await w.read()).cancel.job_id == job_id
         w.close()
+
+
+def batching_worker(service: Running, worker_id: str = "w1", slots: int = 1) -> RawWorker:
+    w = worker(service, worker_id, slots)
+    w.hello.accepts_batches = True
+    return w
+
+
+def reports(*assigns: worker_pb2.Assign) -> worker_pb2.ConnectRequest:
+    """One batch: each job's result and its credit."""
+    messages = []
+    for assign in assigns:
+        result = worker_pb2.Result(job_id=assign.job_id, attempt=assign.attempt, output=b'"done"')
+        messages += [
+            worker_pb2.ConnectRequest(result=result),
+            worker_pb2.ConnectRequest(credit=worker_pb2.Credit(slots=1)),
+        ]
+    return worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch(messages=messages))
+
+
+async def test_jobs_handed_over_together_reach_a_batching_worker_in_one_message(service: Running) -> None:
+    queued = [await submit(service) for _ in range(3)]
+    w = batching_worker(service, slots=3)
+    assert (await w.start()).accepts_batches
+    message = await w.read()
+    assert message.WhichOneof("message") == "batch"
+    assigns = [inner.assign for inner in message.batch.messages]
+    assert [a.job_id for a in assigns] == queued
+    w.send(batch=reports(*assigns).batch)
+    for job_id in queued:
+        assert (await until(service, job_id, "COMPLETED"))["output"] == "done"
+    w.close()
+
+
+async def test_a_worker_that_did_not_ask_for_batches_gets_one_message_per_job(service: Running) -> None:
+    queued = [await submit(service) for _ in range(3)]
+    w = worker(service, slots=3)
+    await w.start()
+    assert [(await w.assignment()).job_id for _ in queued] == queued
+    w.close()
+
+
+async def test_a_batch_inside_a_batch_ends_the_stream(service: Running) -> None:
+    w = batching_worker(service)
+    await w.start()
+    inner = worker_pb2.ConnectRequest(batch=worker_pb2.ConnectRequestBatch())
+    w.send(batch=worker_pb2.ConnectRequestBatch(messages=[inner]))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await w.read()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cannot hold another batch" in (error.value.details() or "")
+
+
+async def test_results_stored_together_wake_the_waiters_of_another_replica(database_url: str) -> None:
+    a = await start_jobwire(database_url, dispatch_settings=NO_POLL)
+    keys = await create_keys(a)
+    b = await start_jobwire(database_url, dispatch_settings=NO_POLL)
+    async with running(a, keys) as on_a, running(b, keys) as on_b:
+        w = batching_worker(on_b, slots=2)  # the worker is on B; the runsync callers wait on A
+        await w.start()
+        calls = [
+            asyncio.ensure_future(
+                on_a.http.post(f"/v2/{ENDPOINT}/runsync", json={"input": i}, headers=on_a.headers())
+            )
+            for i in range(2)
+        ]
+        assigns: list[worker_pb2.Assign] = []
+        while len(assigns) < 2:
+            message = await w.read()
+            inner = message.batch.messages if message.HasField("batch") else [message]
+            assigns += [m.assign for m in inner]
+        # Both results in one message: B stores them in one statement, which announces both job ids in
+        # one notification; A must wake both callers from it.
+        w.send(batch=reports(*assigns).batch)
+        bodies = [(await call).json() for call in calls]
+        assert [(body["status"], body["output"]) for body in bodies] == [("COMPLETED", "done")] * 2
+        w.close()

@@ -15,6 +15,7 @@ from jobwire.server.model import JobStatus
 from jobwire.server.service.events import JobEvents
 from jobwire.server.store import JobStore, libpq_dsn
 from jobwire.server.store.batch import GroupCommit
+from jobwire.server.store.database import JOB_ENDED, ended_ids
 from store_fixtures import EP, new_job
 
 
@@ -100,6 +101,35 @@ async def test_many_results_land_in_one_batch(store: JobStore, clock: ManualCloc
             f'"{job_id}"'.encode(),
             clock.now(),
         )
+
+
+async def test_a_batch_of_results_announces_its_jobs_in_few_notifications(
+    store: JobStore, clock: ManualClock, database_url: str
+) -> None:
+    attempts = await running(store, clock, 200)
+    heard: list[str] = []
+    listener = await asyncpg.connect(libpq_dsn(database_url))
+    got_all = asyncio.Event()
+
+    def on_ended(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        heard.append(payload)
+        if sum(len(ended_ids(p)) for p in heard) >= len(attempts):
+            got_all.set()
+
+    await listener.add_listener(JOB_ENDED, on_ended)
+    try:
+        await asyncio.gather(
+            *(
+                store.finish_job(job_id, attempt, JobStatus.COMPLETED, None, None, clock.now())
+                for job_id, attempt in attempts
+            )
+        )
+        await got_all.wait()
+    finally:
+        await listener.close()
+    # All 200 went in one statement (submitted before its writer ran): 150 ids per notification.
+    assert sorted(len(ended_ids(p)) for p in heard) == [50, 150]
+    assert sorted(i for p in heard for i in ended_ids(p)) == sorted(job_id for job_id, _ in attempts)
 
 
 async def test_a_stale_attempt_in_a_batch_is_rejected_while_the_others_land(

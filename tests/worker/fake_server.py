@@ -45,6 +45,8 @@ class FakeStream:
     def __init__(self, metadata: dict[str, str]) -> None:
         self.metadata = metadata
         self.received: list[worker_pb2.ConnectRequest] = []
+        #: The size in bytes of each batch the worker sent (their messages are in `received`).
+        self.batch_bytes: list[int] = []
         self.free = 0
         #: The most assignments that were ever unfinished at once (from the credits' point of view).
         self.most_outstanding = 0
@@ -124,7 +126,24 @@ class FakeStream:
 
     # -- the server side -----------------------------------------------------------------------------
 
+    def assign_together(self, jobs: dict[str, object]) -> None:
+        """Assigns the jobs (id -> input) in one ConnectResponseBatch, free slots or not."""
+        assigns = [
+            worker_pb2.ConnectResponse(
+                assign=worker_pb2.Assign(job_id=job_id, attempt=1, input=json.dumps(job_input).encode())
+            )
+            for job_id, job_input in jobs.items()
+        ]
+        self.free -= len(assigns)
+        batch = worker_pb2.ConnectResponseBatch(messages=assigns)
+        self.outbox.put_nowait(worker_pb2.ConnectResponse(batch=batch))
+
     async def record(self, message: worker_pb2.ConnectRequest) -> None:
+        if message.HasField("batch"):
+            self.batch_bytes.append(message.ByteSize())
+            for inner in message.batch.messages:
+                await self.record(inner)
+            return
         self.received.append(message)
         if message.HasField("hello"):
             self._slots = self.free = message.hello.slots

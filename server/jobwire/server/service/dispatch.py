@@ -49,8 +49,6 @@ class DispatchSettings:
     sweep_interval_s: float = 1.0
     max_chunk_bytes: int = 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
-    #: Claims (each for a different worker of an endpoint) in flight at once.
-    concurrent_claims: int = 1
 
 
 @dataclass(frozen=True)
@@ -339,39 +337,28 @@ class Dispatcher:
                 log.exception("dispatch for %s failed", endpoint)
 
     async def _dispatch(self, endpoint: str) -> None:
-        """Fills free slots, one claim per worker, rotating so that load spreads over workers. Up to
-        `concurrent_claims` claims (of different workers) run at once: a claim is a round trip and a
-        commit, mostly spent waiting, so overlapping a few is what lets busy workers get jobs as fast as
-        they free slots. Stops at the first claim that finds the queue empty."""
+        """Fills free slots, one claim per worker, rotating so that load spreads over workers."""
         sessions = self._by_endpoint.get(endpoint, deque())
-        remaining = len(sessions)
-        while remaining > 0 and sessions:
-            group: list[tuple[WorkerSession, int]] = []
-            while remaining > 0 and sessions and len(group) < self.settings.concurrent_claims:
-                session = sessions[0]
-                sessions.rotate(-1)
-                remaining -= 1
-                wanted = session.credits - session.reserved
-                if not (session.closed or session.draining or wanted <= 0):
-                    group.append((session, wanted))
-            if not group:
+        for _ in range(len(sessions)):
+            if not sessions:
                 return
-            got = await asyncio.gather(*(self._claim(endpoint, s, wanted) for s, wanted in group))
-            if any(n < wanted for n, (_, wanted) in zip(got, group, strict=True)):
+            session = sessions[0]
+            sessions.rotate(-1)
+            wanted = session.credits - session.reserved
+            if session.closed or session.draining or wanted <= 0:
+                continue
+            now = self._clock.now()
+            lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
+            claim_started = self._observe.claim_started()
+            # The slots are held while the claim runs, so a submission meanwhile cannot reserve them too.
+            session.reserved += wanted
+            try:
+                claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
+            finally:
+                session.reserved -= wanted
+            self._hand_over(session, claimed, claim_started)
+            if len(claimed) < wanted:
                 return  # the queue is empty
-
-    async def _claim(self, endpoint: str, session: WorkerSession, wanted: int) -> int:
-        now = self._clock.now()
-        lease_until = now + timedelta(milliseconds=self.settings.lease_ms)
-        claim_started = self._observe.claim_started()
-        # The slots are held while the claim runs, so a submission meanwhile cannot reserve them too.
-        session.reserved += wanted
-        try:
-            claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
-        finally:
-            session.reserved -= wanted
-        self._hand_over(session, claimed, claim_started)
-        return len(claimed)
 
     def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
         """A free slot of a local worker of the endpoint, for a job being submitted (see

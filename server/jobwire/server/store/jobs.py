@@ -258,12 +258,8 @@ FINISH = sql(
         INSERT INTO job_payloads (job_seq, kind, data)
         SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE CAST(:output AS bytea) IS NOT NULL
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
-    ), notified AS (
-        SELECT pg_notify('{JOB_ENDED}', string_agg(id, ' ')) FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS part FROM done
-        ) numbered GROUP BY part
     )
-    SELECT done.id FROM done CROSS JOIN (SELECT count(*) FROM notified) sent
+    SELECT id, pg_notify('{JOB_ENDED}', id) FROM done
     """
 )
 
@@ -290,7 +286,7 @@ FINISH_MANY = sql(
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
     ), notified AS (
         SELECT pg_notify('{JOB_ENDED}', string_agg(id, ' ')) FROM (
-            SELECT id, (row_number() OVER ()) / 150 AS part FROM done
+            SELECT id, (row_number() OVER () - 1) / 150 AS part FROM done
         ) numbered GROUP BY part
     )
     SELECT done.id FROM done CROSS JOIN (SELECT count(*) FROM notified) sent
@@ -491,10 +487,6 @@ def _started(job: NewJob, worker_id: str, now: datetime) -> ClaimedJob:
     return ClaimedJob(view, job.input, job.s3_config, job.execution_timeout_ms, job.webhook)
 
 
-#: Batched writes (results; submissions) in flight at once: a few overlap their round trips and commits.
-CONCURRENT_WRITES = 1
-
-
 class JobStore:
     """Jobs in Postgres. Rows never leave this class: it returns domain dataclasses.
 
@@ -503,14 +495,12 @@ class JobStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._finishes: GroupCommit[_Finish, bool] = GroupCommit(
-            self._finish_many, key=lambda f: f.job_id, max_writes=CONCURRENT_WRITES
-        )
+        self._finishes: GroupCommit[_Finish, bool] = GroupCommit(self._finish_many, key=lambda f: f.job_id)
         self._queued_callbacks: list[Callable[[str], None]] = []
         self._changed_callbacks: list[Callable[[str], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
         self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
-            self._enqueue_many, key=lambda s: s[0].id, max_writes=CONCURRENT_WRITES
+            self._enqueue_many, key=lambda s: s[0].id
         )
 
     def on_enqueue(self, reserve: Callable[[str, datetime], Reservation | None]) -> None:
