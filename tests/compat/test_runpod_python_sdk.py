@@ -54,7 +54,7 @@ async def test_output_of_a_completed_job(runpod: Any, jobwire: Running) -> None:
     store = JobStore(jobwire.server.engine)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
-    assert claimed.input == b'{"a":1,"b":2}'
+    assert claimed.input == b'{"a": 1, "b": 2}'  # as the SDK wrote it
     await store.finish_job(job.job_id, claimed.job.attempt, JobStatus.COMPLETED, b'{"sum": 3}', None, now)
     assert await asyncio.to_thread(job.output) == {"sum": 3}
 

@@ -204,7 +204,8 @@ async def test_run_reaches_the_handler_with_raw_input(client: httpx.AsyncClient,
     assert response.json() == {"id": job_id, "status": "IN_QUEUE"}
     request = last(jobs, "run")
     assert request.endpoint_id == "ep"
-    assert request.job.input == b'{"prompt":"hi","seed":12345678901234567890123,"z":[1,2.5]}'
+    # The input is the client's JSON text, byte for byte (never parsed into Python objects).
+    assert request.job.input == b'{"prompt": "hi", "seed": 12345678901234567890123, "z": [1, 2.5]}'
     assert (request.job.policy.execution_timeout, request.job.policy.ttl) == (60000, 3600000)
     assert not request.job.policy.HasField("low_priority")
     assert request.job.webhook == "http://hook"

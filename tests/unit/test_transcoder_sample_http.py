@@ -85,7 +85,7 @@ async def test_field_body_with_verb_and_raw_response_body(
 ) -> None:
     response = await client.post("/v1/echo/e1:echo", content=b'{"name": "n", "doc": {"z": 1, "a": 2}}')
     assert response.status_code == 200
-    assert response.content == b'{"z":1,"a":2}'
+    assert response.content == b'{"z": 1, "a": 2}'  # the raw_json member as the client wrote it
     assert sample.requests[0].inner.name == "n"
     empty = await client.post("/v1/echo/e1:echo")
     assert (empty.status_code, empty.content) == (200, b"null")

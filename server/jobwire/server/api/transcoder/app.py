@@ -139,7 +139,7 @@ def _apply_body(request: Message, route: Route, body: bytes) -> None:
         dumps: codec.Dumps = orjson.dumps
     else:
         try:
-            value, dumps = codec.decode_json(body)
+            value, dumps = codec.decode_body(body, route.verbatim)
         except ValueError as exc:
             raise bad_request(f"malformed JSON body: {exc}") from None
     if field is None:  # body "*"

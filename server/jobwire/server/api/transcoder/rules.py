@@ -20,7 +20,7 @@ from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
 from jobwire.server.api.registry import Rpc
-from jobwire.server.api.transcoder import params
+from jobwire.server.api.transcoder import codec, params
 from jobwire.server.api.transcoder.errors import HttpError, bad_request
 from jobwire.v1 import options_pb2
 
@@ -191,6 +191,8 @@ class Route:
     response_field: FieldDescriptor | None
     #: Field paths (proto names) that query parameters may not set: the body field and path variables.
     query_skip: frozenset[tuple[str, ...]] = field(default=frozenset())
+    #: Members of the body object kept as the client's bytes (its raw_json fields, `codec.decode_body`).
+    verbatim: frozenset[str] = field(default=frozenset())
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +250,17 @@ def compile_rule(rpc: Rpc, rule: http_pb2.HttpRule, max_body: int) -> Route:
         body_field=body_field,
         response_field=_top_field(method, rule.response_body, response=True),
         query_skip=frozenset(skip),
+        verbatim=_verbatim(method, rule.body, body_field),
     )
+
+
+def _verbatim(method: MethodDescriptor, body: str, body_field: FieldDescriptor | None) -> frozenset[str]:
+    if body == "*":
+        return codec.verbatim_names(method.input_type)
+    target = None if body_field is None or body_field.is_repeated else body_field.message_type
+    if target is None or codec.is_well_known(target):
+        return frozenset()
+    return codec.verbatim_names(target)
 
 
 def routes_of(rpc: Rpc, default_max_body: int) -> list[Route]:
