@@ -98,3 +98,20 @@ async def test_a_submission_behind_waiting_jobs_is_queued_and_the_slot_given_bac
     assert newer is not None and newer.status == JobStatus.IN_QUEUE
     claimed = await store.claim_jobs(EP, "w1", 2, clock.now() + timedelta(seconds=30), clock.now())
     assert [c.job.id for c in claimed] == ["older", "newer"]
+
+
+async def test_while_a_direct_start_is_in_flight_the_next_submissions_are_batched(
+    store: JobStore, clock: ManualClock
+) -> None:
+    slots = Slots(free=3)
+    store.on_enqueue(slots.reserve)
+    views = await asyncio.gather(*(store.enqueue_job(new_job(f"j{i}"), clock.now()) for i in range(3)))
+    assert [v.status for v in views] == [JobStatus.IN_QUEUE] * 3  # what /run answers, as before
+    # One started on its slot; the two submitted meanwhile were queued together, not started one by one.
+    assert [c.job.id for c in slots.delivered] == ["j0"] and slots.free == 2
+    statuses = [(await store.get_job(EP, f"j{i}", clock.now())) for i in range(3)]
+    assert [s.status for s in statuses if s is not None] == [
+        JobStatus.IN_PROGRESS,
+        JobStatus.IN_QUEUE,
+        JobStatus.IN_QUEUE,
+    ]

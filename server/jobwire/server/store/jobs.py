@@ -499,6 +499,8 @@ class JobStore:
         self._queued_callbacks: list[Callable[[str], None]] = []
         self._changed_callbacks: list[Callable[[str], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
+        #: A direct start (`_insert_started`) is in flight.
+        self._starting = False
         self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
             self._enqueue_many, key=lambda s: s[0].id
         )
@@ -556,14 +558,22 @@ class JobStore:
         taken."""
         # A direct start saves a claim but is an insert of its own; while inserts are in flight (a burst
         # of submissions), batching them costs fewer statements per job, so the job joins the batch.
+        # The same holds while another direct start is in flight: under load, one statement per job is
+        # what batching exists to avoid, so only one submission at a time takes this path.
         reservation = None
-        if self._reserve is not None and not self._submissions.busy:
+        if self._reserve is not None and not self._submissions.busy and not self._starting:
             reservation = self._reserve(job.endpoint, now)
         if reservation is None:
             return await self._insert_queued(job, now)
+        self._starting = True
+        insert = asyncio.ensure_future(self._insert_started(job, now, reservation))
+        insert.add_done_callback(self._direct_start_done)
         # Shielded: a submitter that goes away mid-insert must not leave a job started on a worker that
         # was never told (it would wait for its lease to run out).
-        return await asyncio.shield(self._insert_started(job, now, reservation))
+        return await asyncio.shield(insert)
+
+    def _direct_start_done(self, _insert: asyncio.Future[JobStatus | None]) -> None:
+        self._starting = False
 
     async def _insert_started(self, job: NewJob, now: datetime, reservation: Reservation) -> JobStatus | None:
         try:
