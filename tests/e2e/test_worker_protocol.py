@@ -328,8 +328,9 @@ async def test_results_stored_together_wake_the_waiters_of_another_replica(datab
             message = await w.read()
             inner = message.batch.messages if message.HasField("batch") else [message]
             assigns += [m.assign for m in inner]
-        # Both results in one message: B stores them in one statement, which announces both job ids in
-        # one notification; A must wake both callers from it.
+        # Both results in one message: B stores them in one statement and one notification. Both callers
+        # on A get their results. (A waiter would also re-read on its own after a while, so which wake-up
+        # reached A is shown by the store and JobEvents tests of the notification, not here.)
         w.send(batch=reports(*assigns).batch)
         bodies = [(await call).json() for call in calls]
         assert [(body["status"], body["output"]) for body in bodies] == [("COMPLETED", "done")] * 2

@@ -216,10 +216,11 @@ class Session:
         messages = [first]
         while size < _BATCH_BYTES and not self._outbox.empty():
             message = self._outbox.get_nowait()
-            if message is None or size + message.ByteSize() > _BATCH_BYTES:
+            added = 0 if message is None else message.ByteSize()
+            if message is None or size + added > _BATCH_BYTES:
                 self._carried.append(message)
                 break
-            size += message.ByteSize()
+            size += added
             messages.append(message)
         if len(messages) == 1:
             return first

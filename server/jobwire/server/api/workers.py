@@ -130,10 +130,11 @@ class WorkerApi:
             while batches and size < BATCH_BYTES and not outbox.empty():
                 event = outbox.get_nowait()
                 message = None if isinstance(event, CloseSession) else _response(event)
-                if message is None or size + message.ByteSize() > BATCH_BYTES:
+                added = 0 if message is None else message.ByteSize()
+                if message is None or size + added > BATCH_BYTES:
                     carried.append(event)
                     break
-                size += message.ByteSize()
+                size += added
                 messages.append(message)
             if len(messages) == 1:
                 yield first
