@@ -84,6 +84,62 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+# --- CPU accounting: where a scenario's CPU time goes ------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds used so far: by the whole machine (every core's busy time), by every Postgres process,
+    and by one named process (the jobwire server; 0 when none)."""
+
+    machine: float
+    postgres: float
+    server: float
+
+    @classmethod
+    def take(cls, server_pid: int | None = None) -> CpuSample:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ticks = [int(v) for v in fields]
+        # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait.
+        busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+        postgres = 0.0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "comm").read_text().strip() == "postgres":
+                        # With its exited children: pgbench's backends end before the second sample.
+                        postgres += _process_seconds(entry.name, children=True)
+                except OSError:  # it exited meanwhile
+                    continue
+        server = _process_seconds(str(server_pid)) if server_pid else 0.0
+        return cls(busy / _TICK, postgres, server)
+
+    def per_job_ms(self, later: CpuSample, jobs: int) -> dict[str, float]:
+        """CPU milliseconds per job between this sample and `later`: the steady table's efficiency
+        figures, steadier than jobs/s on a shared machine, and the sum that bounds jobs/s (2 cores
+        / CPU per job)."""
+        if jobs <= 0:
+            return {}
+        out = {
+            "cpu_ms_per_job": round((later.machine - self.machine) * 1000 / jobs, 3),
+            "pg_cpu_ms_per_job": round((later.postgres - self.postgres) * 1000 / jobs, 3),
+        }
+        if later.server:
+            out["server_cpu_ms_per_job"] = round((later.server - self.server) * 1000 / jobs, 3)
+        return out
+
+
+def _process_seconds(pid: str, children: bool = False) -> float:
+    """utime + stime of one process (and, with `children`, cutime + cstime: its reaped children's), from
+    /proc (the command name may hold spaces: split after it)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(rest[11]) + int(rest[12]) + (int(rest[13]) + int(rest[14]) if children else 0)
+    return ticks / _TICK
+
+
 # --- probes: handlers tell the client when they started ------------------------------------------------
 
 

@@ -48,7 +48,7 @@ class Postgres:
     tmp: Path | None = None
 
     @classmethod
-    def start(cls, mode: str) -> Postgres:
+    def start(cls, mode: str, statements: bool = False) -> Postgres:
         external = os.environ.get("JOBWIRE_DATABASE_URL")
         if external:
             return cls(external, _system_pg_bin())
@@ -58,6 +58,8 @@ class Postgres:
         settings = dict(DURABLE_SETTINGS)
         if mode == "unsafe":
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        if statements:  # `--pg-statements`; the extension only counts, it changes no plan
+            settings.update(shared_preload_libraries="pg_stat_statements")
         server = EmbeddedPostgres(tmp / "data", settings=settings)
         server.start()
         return cls(server.url, server.bin_dir, server, tmp)
@@ -90,6 +92,13 @@ class Postgres:
         try:
             for statement in statements:
                 await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    async def fetch(self, query: str, database: str | None = None) -> list[Any]:
+        conn = await asyncpg.connect(self.dsn_for(database) if database else self.admin_dsn)
+        try:
+            return list(await conn.fetch(query))
         finally:
             await conn.close()
 

@@ -13,6 +13,9 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("jobs_per_s", "jobs/s"),
         ("submit_p50_ms", "submit p50 ms"),
         ("submit_p99_ms", "submit p99 ms"),
+        ("cpu_ms_per_job", "CPU ms/job, machine"),
+        ("pg_cpu_ms_per_job", "of it Postgres"),
+        ("server_cpu_ms_per_job", "jobwire server"),
     ],
     "latency": [
         ("dispatch_p50_ms", "dispatch p50"),

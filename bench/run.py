@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
 from bench import report
 from bench.common import ROOT, parse_result
 from bench.infra import PEERS_PYTHON, JobwireServer, Postgres, Redis, jobwire_cli, versions
@@ -321,16 +323,17 @@ def environment(run: Run, case: Case) -> Iterator[dict[str, Any]]:
         server = JobwireServer.start(pg.url_for(db), log_dir / "jobwire-server.log")
         profiler = start_profiler(run, case, server.proc.pid)
         try:
-            yield {
-                **base,
-                "dsn": pg.dsn_for(db),
-                "grpc": server.grpc,
-                "http": server.http,
-                "endpoint": server.endpoint,
-                "client_key": server.client_key,
-                "worker_key": server.worker_key,
-                "server_pid": server.proc.pid,
-            }
+            with statement_stats(run, case, db):
+                yield {
+                    **base,
+                    "dsn": pg.dsn_for(db),
+                    "grpc": server.grpc,
+                    "http": server.http,
+                    "endpoint": server.endpoint,
+                    "client_key": server.client_key,
+                    "worker_key": server.worker_key,
+                    "server_pid": server.proc.pid,
+                }
             server.check_alive()
         finally:
             stop_profiler(profiler)
@@ -340,7 +343,8 @@ def environment(run: Run, case: Case) -> Iterator[dict[str, Any]]:
         db = "bench_procrastinate"
         asyncio.run(pg.create_database(db, template=template(run, "procrastinate")))
         try:
-            yield {**base, "dsn": pg.dsn_for(db)}
+            with statement_stats(run, case, db):
+                yield {**base, "dsn": pg.dsn_for(db)}
         finally:
             asyncio.run(pg.drop_database(db))
     elif case.system == "celery":
@@ -352,9 +356,42 @@ def environment(run: Run, case: Case) -> Iterator[dict[str, Any]]:
         asyncio.run(pg.create_database(db))
         asyncio.run(pg.execute((ROOT / "bench" / "pgbench" / "schema.sql").read_text(), database=db))
         try:
-            yield {**base, "dsn": pg.dsn_for(db), "bin_dir": str(pg.bin_dir)}
+            with statement_stats(run, case, db):
+                yield {**base, "dsn": pg.dsn_for(db), "bin_dir": str(pg.bin_dir)}
         finally:
             asyncio.run(pg.drop_database(db))
+
+
+#: The case's statements, most execution time first (lock waits included; commits' WAL flushes not).
+STATEMENTS = """
+    SELECT calls, round(total_exec_time::numeric, 1) AS ms, rows,
+           left(regexp_replace(query, '\\s+', ' ', 'g'), 200) AS query
+    FROM pg_stat_statements
+    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    ORDER BY total_exec_time DESC LIMIT 30
+"""
+
+
+@contextmanager
+def statement_stats(run: Run, case: Case, db: str) -> Iterator[None]:
+    """`--pg-statements`: what the case asked of Postgres, per statement (calls, total ms, rows), written
+    next to the results. The profile of the server says where its CPU goes; this says what each job
+    costs the database."""
+    if not run.args.pg_statements:
+        yield
+        return
+    reset = ("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", "SELECT pg_stat_statements_reset()")
+    asyncio.run(run.pg.execute(*reset, database=db))
+    yield
+    out = RESULTS / f"{run.stamp}-statements-{case.scenario}-{_slug(case.label)}.txt"
+    try:
+        rows = asyncio.run(run.pg.fetch(STATEMENTS, database=db))
+    except asyncpg.PostgresError as error:  # an external Postgres without the library preloaded
+        out.write_text(f"pg_stat_statements unavailable: {error}\n")
+        return
+    lines = [f"{'calls':>8} {'total ms':>10} {'rows':>8}  statement"]
+    lines += [f"{r['calls']:>8} {r['ms']:>10} {r['rows']:>8}  {r['query']}" for r in rows]
+    out.write_text("\n".join(lines) + "\n")
 
 
 def template(run: Run, system: str) -> str:
@@ -540,6 +577,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "commit, or the live working tree",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the jobwire server during its cases")
+    parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="each Postgres case's statements by execution time (pg_stat_statements; embedded Postgres)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     for name, allowed in (("systems", SYSTEMS), ("scenarios", SCENARIOS)):
@@ -622,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         f"results in {RESULTS.relative_to(ROOT)}/{stamp}.*"
     )
     started = time.monotonic()
-    pg = Postgres.start(args.postgres)
+    pg = Postgres.start(args.postgres, statements=args.pg_statements)
     redis = Redis.start(args.redis_fsync, log_dir) if "celery" in args.systems else None
     try:
         pg_settings = asyncio.run(pg.settings())

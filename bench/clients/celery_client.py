@@ -16,6 +16,7 @@ from typing import Any
 from bench.common import (
     PROBE_ENV,
     ROOT,
+    CpuSample,
     ProbeCollector,
     Processes,
     emit,
@@ -161,9 +162,11 @@ class Celery:
                 thread.start()
             time.sleep(warm_s)
             c0, t0 = self.completed(), now_ns()
+            cpu0 = CpuSample.take()
             state["measuring"] = True
             time.sleep(window_s)
             c1, t1 = self.completed(), now_ns()
+            cpu1 = CpuSample.take()
             state["measuring"] = False
             state["stop"] = True
             for thread in threads:
@@ -173,7 +176,11 @@ class Celery:
             workers.stop()
         seconds = (t1 - t0) / 1e9
         return {
-            "metrics": {"jobs_per_s": round((c1 - c0) / seconds, 1), **latency_summary("submit", latencies)},
+            "metrics": {
+                "jobs_per_s": round((c1 - c0) / seconds, 1),
+                **latency_summary("submit", latencies),
+                **cpu0.per_job_ms(cpu1, c1 - c0),
+            },
             "info": {"window_s": round(seconds, 2), "submitted_per_s": round(len(latencies) / seconds, 1)},
         }
 

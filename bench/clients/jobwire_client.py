@@ -23,6 +23,7 @@ import grpc
 from bench.common import (
     PROBE_ENV,
     ROOT,
+    CpuSample,
     ProbeCollector,
     Processes,
     emit,
@@ -204,9 +205,11 @@ class Jobwire:
             tasks.append(asyncio.create_task(watch()))
             await asyncio.sleep(warm_s)
             c0, t0 = await self.completed(conn), now_ns()
+            cpu0 = CpuSample.take(self.c["server_pid"])
             measuring = True
             await asyncio.sleep(window_s)
             c1, t1 = await self.completed(conn), now_ns()
+            cpu1 = CpuSample.take(self.c["server_pid"])
             measuring = False
             stop = True
             await asyncio.gather(*tasks)
@@ -218,7 +221,11 @@ class Jobwire:
             await watcher.close()
         seconds = (t1 - t0) / 1e9
         return {
-            "metrics": {"jobs_per_s": round((c1 - c0) / seconds, 1), **latency_summary("submit", latencies)},
+            "metrics": {
+                "jobs_per_s": round((c1 - c0) / seconds, 1),
+                **latency_summary("submit", latencies),
+                **cpu0.per_job_ms(cpu1, c1 - c0),
+            },
             "info": {"window_s": round(seconds, 2), "submitted_per_s": round(submitted / seconds, 1)},
         }
 

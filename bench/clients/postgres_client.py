@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
-from bench.common import ROOT, emit, latency_summary, read_config
+from bench.common import ROOT, CpuSample, emit, latency_summary, read_config
 
 SCRIPTS = ROOT / "bench" / "pgbench"
 PAD = "x" * 80
@@ -100,9 +100,16 @@ class Pgbench:
         script = "lifecycle_batch10.sql" if batch > 1 else "lifecycle.sql"
         clients = int(self.c["clients"])
         self.pgbench(script, clients, "-T", str(int(self.c["warmup_s"])))
+        cpu0 = CpuSample.take()
         run = self.pgbench(script, clients, "-T", str(int(self.c["window_s"])))
+        cpu1 = CpuSample.take()
         return {
-            "metrics": {"jobs_per_s": round(run["tps"] * batch, 1)},
+            # CPU per job includes pgbench's connections (set up inside the sample): a little above
+            # what the statements alone cost.
+            "metrics": {
+                "jobs_per_s": round(run["tps"] * batch, 1),
+                **cpu0.per_job_ms(cpu1, int(run["transactions"]) * batch),
+            },
             "info": {"clients": clients, "batch": batch, "failed": run["failed"]},
         }
 

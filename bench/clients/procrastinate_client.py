@@ -18,6 +18,7 @@ from typing import Any
 from bench.common import (
     PROBE_ENV,
     ROOT,
+    CpuSample,
     ProbeCollector,
     Processes,
     emit,
@@ -156,9 +157,11 @@ class Procrastinate:
                 tasks.append(asyncio.create_task(watch(conn)))
                 await asyncio.sleep(warm_s)
                 c0, t0 = await self.completed(conn), now_ns()
+                cpu0 = CpuSample.take()
                 state["measuring"] = True
                 await asyncio.sleep(window_s)
                 c1, t1 = await self.completed(conn), now_ns()
+                cpu1 = CpuSample.take()
                 state["measuring"] = False
                 state["stop"] = True
                 await asyncio.gather(*tasks)
@@ -167,7 +170,11 @@ class Procrastinate:
                 workers.stop()
         seconds = (t1 - t0) / 1e9
         return {
-            "metrics": {"jobs_per_s": round((c1 - c0) / seconds, 1), **latency_summary("submit", latencies)},
+            "metrics": {
+                "jobs_per_s": round((c1 - c0) / seconds, 1),
+                **latency_summary("submit", latencies),
+                **cpu0.per_job_ms(cpu1, c1 - c0),
+            },
             "info": {"window_s": round(seconds, 2), "submitted_per_s": round(len(latencies) / seconds, 1)},
         }
 
