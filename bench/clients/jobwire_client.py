@@ -23,6 +23,7 @@ import grpc
 from bench.common import (
     PROBE_ENV,
     ROOT,
+    Backlog,
     CpuSample,
     ProbeCollector,
     Processes,
@@ -169,25 +170,16 @@ class Jobwire:
         measuring = False
         stop = False
         submitted = 0
-        backlog = int(self.c["max_backlog"])
-        left = 0
-
-        watcher = await asyncpg.connect(self.c["dsn"])  # its own: one asyncpg connection, one query at a time
-
-        async def watch() -> None:
-            nonlocal left
-            while not stop:
-                left = await self.remaining(watcher)
-                await asyncio.sleep(0.05)
+        self.collector.attach(asyncio.get_running_loop())
+        backlog = Backlog(self.collector, int(self.c["max_backlog"]))
 
         async def produce(k: int) -> None:
-            nonlocal submitted, left
+            nonlocal submitted
             i = 0
             while not stop:
-                if left >= backlog:
+                if not backlog.take():
                     await asyncio.sleep(0.002)
                     continue
-                left += 1
                 body = json.dumps({"t": f"s{k}-{i}", "pad": PAD}).encode()
                 t0 = now_ns()
                 await stub.Run(
@@ -202,7 +194,6 @@ class Jobwire:
         workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
         try:
             tasks = [asyncio.create_task(produce(k)) for k in range(producers)]
-            tasks.append(asyncio.create_task(watch()))
             await asyncio.sleep(warm_s)
             c0, t0 = await self.completed(conn), now_ns()
             cpu0 = CpuSample.take(self.c["server_pid"])
@@ -218,7 +209,6 @@ class Jobwire:
             workers.stop()
             await channel.close()
             await conn.close()
-            await watcher.close()
         seconds = (t1 - t0) / 1e9
         return {
             "metrics": {

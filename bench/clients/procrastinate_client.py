@@ -18,6 +18,7 @@ from typing import Any
 from bench.common import (
     PROBE_ENV,
     ROOT,
+    Backlog,
     CpuSample,
     ProbeCollector,
     Processes,
@@ -129,21 +130,15 @@ class Procrastinate:
         warm_s, window_s = float(self.c["warmup_s"]), float(self.c["window_s"])
         latencies: list[float] = []
         state = {"measuring": False, "stop": False}
-        counts = {"left": 0}
-        backlog = int(self.c["max_backlog"])
-
-        async def watch(conn: Any) -> None:
-            while not state["stop"]:
-                counts["left"] = await self.remaining(conn)
-                await asyncio.sleep(0.05)
+        self.collector.attach(asyncio.get_running_loop())
+        backlog = Backlog(self.collector, int(self.c["max_backlog"]))
 
         async def produce(k: int) -> None:
             i = 0
             while not state["stop"]:
-                if counts["left"] >= backlog:
+                if not backlog.take():
                     await asyncio.sleep(0.002)
                     continue
-                counts["left"] += 1
                 t0 = now_ns()
                 await noop.defer_async(t=f"s{k}-{i}", pad=PAD)
                 if state["measuring"]:
@@ -154,7 +149,6 @@ class Procrastinate:
             workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
             try:
                 tasks = [asyncio.create_task(produce(k)) for k in range(int(self.c["producer_concurrency"]))]
-                tasks.append(asyncio.create_task(watch(conn)))
                 await asyncio.sleep(warm_s)
                 c0, t0 = await self.completed(conn), now_ns()
                 cpu0 = CpuSample.take()
