@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,35 @@ class Backlog:
             return False
         self._submitted += 1
         return True
+
+
+async def wait_drained(
+    remaining: Callable[[], Awaitable[int]],
+    collector: ProbeCollector,
+    starts: int,
+    limit_s: float,
+    check_alive: Callable[[], None],
+) -> int:
+    """Waits until no job is left; returns when it saw that (monotonic ns).
+
+    Until `starts` handlers have started it only watches the probes, so that a 20,000-job drain is not
+    also a count over 20,000 queued rows every 50 ms in the database under test; then it asks the
+    database every 5 ms (also when the probes stop short for half a second: a datagram may be lost)."""
+    deadline = time.monotonic() + limit_s
+    seen, quiet_since = -1, time.monotonic()
+    while collector.count < starts and time.monotonic() - quiet_since < 0.5:
+        if collector.count != seen:
+            seen, quiet_since = collector.count, time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {collector.count} of {starts} handlers started")
+        check_alive()
+        await asyncio.sleep(0.05)
+    while await remaining() > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("jobs still unfinished")
+        check_alive()
+        await asyncio.sleep(0.005)
+    return now_ns()
 
 
 # --- worker processes ------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from bench.common import (
     now_ns,
     read_config,
     rss_bytes,
+    wait_drained,
     wait_until,
 )
 from jobwire.v1 import job_pb2, jobs_pb2, jobs_pb2_grpc
@@ -90,20 +91,16 @@ class Jobwire:
         )
         return int(value)
 
-    async def wait_completed(self, conn: Any, target: int, limit_s: float, workers: Processes) -> int:
-        """Polls every 50 ms until no job is left, then checks that `target` completed; returns the time
-        it saw them (monotonic ns)."""
-        deadline = time.monotonic() + limit_s
-        while True:
-            if await self.remaining(conn) == 0:
-                seen = now_ns()
-                if await self.completed(conn) < target:
-                    raise RuntimeError(f"only {await self.completed(conn)} of {target} jobs completed")
-                return seen
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {await self.completed(conn)} of {target} jobs completed")
-            workers.check_alive()
-            await asyncio.sleep(0.05)
+    async def wait_completed(
+        self, conn: Any, target: int, limit_s: float, workers: Processes, starts: int = 0
+    ) -> int:
+        """Waits until no job is left (see `wait_drained`), then checks that `target` completed."""
+        seen = await wait_drained(
+            lambda: self.remaining(conn), self.collector, starts, limit_s, workers.check_alive
+        )
+        if await self.completed(conn) < target:
+            raise RuntimeError(f"only {await self.completed(conn)} of {target} jobs completed")
+        return seen
 
     def aio_stub(self) -> tuple[grpc.aio.Channel, jobs_pb2_grpc.JobServiceStub]:
         channel = grpc.aio.insecure_channel(self.c["grpc"], options=GRPC_OPTIONS)
@@ -148,7 +145,7 @@ class Jobwire:
             self.collector.reset()
             workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
             try:
-                end = await self.wait_completed(conn, base + n, 900, workers)
+                end = await self.wait_completed(conn, base + n, 900, workers, starts=n)
             finally:
                 workers.stop()
             assert self.collector.first_ns is not None

@@ -27,6 +27,7 @@ from bench.common import (
     ms,
     now_ns,
     read_config,
+    wait_drained,
     wait_until,
 )
 
@@ -73,19 +74,16 @@ class Procrastinate:
         row = await cur.fetchone()
         return int(row[0])
 
-    async def wait_completed(self, conn: Any, target: int, limit_s: float, workers: Processes) -> int:
-        """Polls every 50 ms until no job is left, then checks that `target` succeeded."""
-        deadline = time.monotonic() + limit_s
-        while True:
-            if await self.remaining(conn) == 0:
-                seen = now_ns()
-                if await self.completed(conn) < target:
-                    raise RuntimeError(f"only {await self.completed(conn)} of {target} jobs succeeded")
-                return seen
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {await self.completed(conn)} of {target} jobs succeeded")
-            workers.check_alive()
-            await asyncio.sleep(0.05)
+    async def wait_completed(
+        self, conn: Any, target: int, limit_s: float, workers: Processes, starts: int = 0
+    ) -> int:
+        """Waits until no job is left (see `wait_drained`), then checks that `target` succeeded."""
+        seen = await wait_drained(
+            lambda: self.remaining(conn), self.collector, starts, limit_s, workers.check_alive
+        )
+        if await self.completed(conn) < target:
+            raise RuntimeError(f"only {await self.completed(conn)} of {target} jobs succeeded")
+        return seen
 
     async def submit_many(self, count: int, concurrency: int, prefix: str) -> float:
         counter = iter(range(count))
@@ -116,7 +114,7 @@ class Procrastinate:
             self.collector.reset()
             workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
             try:
-                end = await self.wait_completed(conn, base + n, 900, workers)
+                end = await self.wait_completed(conn, base + n, 900, workers, starts=n)
             finally:
                 workers.stop()
         assert self.collector.first_ns is not None
