@@ -103,15 +103,50 @@ async def test_a_submission_behind_waiting_jobs_is_queued_and_the_slot_given_bac
 async def test_while_a_direct_start_is_in_flight_the_next_submissions_are_batched(
     store: JobStore, clock: ManualClock
 ) -> None:
-    slots = Slots(free=3)
+    slots = Slots(free=4)
     store.on_enqueue(slots.reserve)
     views = await asyncio.gather(*(store.enqueue_job(new_job(f"j{i}"), clock.now()) for i in range(3)))
     assert [v.status for v in views] == [JobStatus.IN_QUEUE] * 3  # what /run answers, as before
-    # One started on its slot; the two submitted meanwhile were queued together, not started one by one.
-    assert [c.job.id for c in slots.delivered] == ["j0"] and slots.free == 2
-    statuses = [(await store.get_job(EP, f"j{i}", clock.now())) for i in range(3)]
-    assert [s.status for s in statuses if s is not None] == [
-        JobStatus.IN_PROGRESS,
-        JobStatus.IN_QUEUE,
-        JobStatus.IN_QUEUE,
-    ]
+    # The first started on its own; the two submitted meanwhile were inserted together, and that insert
+    # started them on free slots too.
+    assert [c.job.id for c in slots.delivered] == ["j0", "j1", "j2"] and slots.free == 1
+    for claimed in slots.delivered:
+        assert (claimed.job.attempt, claimed.job.worker_id, claimed.input) == (1, "w1", b'{"n": 1}')
+    jobs = [await store.get_job(EP, f"j{i}", clock.now()) for i in range(3)]
+    assert [(j.status, j.attempt, j.worker_id) for j in jobs if j is not None] == [
+        (JobStatus.IN_PROGRESS, 1, "w1")
+    ] * 3
+    # Started by the batch, they are attempts like any claimed one: fenced, and they end with a result.
+    assert await store.finish_job("j2", 1, JobStatus.COMPLETED, b"2", None, clock.now())
+    assert not await store.finish_job("j1", 2, JobStatus.COMPLETED, b"1", None, clock.now())
+
+
+async def test_a_batch_starts_as_many_jobs_as_slots_are_free_and_queues_the_rest(
+    store: JobStore, clock: ManualClock
+) -> None:
+    woken: list[str] = []
+    store.on_queued(woken.append)
+    slots = Slots(free=2)
+    store.on_enqueue(slots.reserve)
+    # j0 starts on its own; j1 (low priority), j2 and j3 go in one batch with one slot left: the slot goes
+    # to the first job of normal priority, the others are queued (and the dispatcher is woken for them).
+    jobs = [new_job("j0"), new_job("j1", low=True), new_job("j2"), new_job("j3")]
+    await asyncio.gather(*(store.enqueue_job(job, clock.now()) for job in jobs))
+    assert [c.job.id for c in slots.delivered] == ["j0", "j2"] and slots.free == 0
+    assert woken == [EP, EP]
+    claimed = await store.claim_jobs(EP, "w2", 10, clock.now() + timedelta(seconds=30), clock.now())
+    assert [c.job.id for c in claimed] == ["j3", "j1"]
+
+
+async def test_a_batch_behind_waiting_jobs_is_queued_and_gives_its_slots_back(
+    store: JobStore, clock: ManualClock
+) -> None:
+    await store.enqueue_job(new_job("older"), clock.now())
+    slots = Slots(free=3)
+    store.on_enqueue(slots.reserve)
+    # "direct" takes the path of one; b1 and b2, submitted meanwhile, are inserted together. Each finds
+    # "older" waiting, so each is queued behind it and every reserved slot is given back.
+    await asyncio.gather(*(store.enqueue_job(new_job(i), clock.now()) for i in ("direct", "b1", "b2")))
+    assert (slots.delivered, slots.released, slots.free) == ([], 3, 3)
+    claimed = await store.claim_jobs(EP, "w1", 10, clock.now() + timedelta(seconds=30), clock.now())
+    assert [c.job.id for c in claimed] == ["older", "direct", "b1", "b2"]

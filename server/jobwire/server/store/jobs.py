@@ -117,7 +117,10 @@ ENQUEUE_CLAIMED = sql(
     """
 )
 
-# Many submissions (without idempotency keys) in one statement (see `GroupCommit`); one NOTIFY per endpoint.
+# Many submissions (without idempotency keys) in one statement (see `GroupCommit`); one NOTIFY per endpoint
+# with queued jobs. A submission with a reserved slot (`worker_id`) starts on it at once, as with
+# ENQUEUE_CLAIMED, unless older jobs of its endpoint are waiting. Every inserted row is returned, with its
+# status: the notifications CTE runs only through that join, so the select must not filter rows away.
 ENQUEUE_MANY = sql(
     f"""
     WITH submitted AS (
@@ -126,24 +129,42 @@ ENQUEUE_MANY = sql(
             CAST(:max_attempts AS integer[]), CAST(:sync AS boolean[]), CAST(:webhook AS text[]),
             CAST(:execution_timeout_ms AS integer[]), CAST(:ttl_ms AS integer[]),
             CAST(:retention_ms AS integer[]), CAST(:now AS timestamptz[]), CAST(:input AS bytea[]),
-            CAST(:s3_config AS bytea[])
+            CAST(:s3_config AS bytea[]), CAST(:worker_id AS text[]), CAST(:lease_until AS timestamptz[])
         ) AS s(id, endpoint, priority, max_attempts, sync, webhook, execution_timeout_ms, ttl_ms,
-               retention_ms, now, input, s3_config)
+               retention_ms, now, input, s3_config, worker_id, lease_until)
+    ), ahead AS (
+        SELECT e.endpoint, EXISTS (
+            SELECT 1 FROM jobs WHERE endpoint = e.endpoint AND status = 'IN_QUEUE' AND expires_at > e.now
+        ) AS waiting
+        FROM (SELECT endpoint, min(now) AS now FROM submitted WHERE worker_id IS NOT NULL GROUP BY endpoint) e
+    ), placed AS (
+        SELECT s.*, s.worker_id IS NOT NULL AND a.waiting IS FALSE AS started
+        FROM submitted s LEFT JOIN ahead a ON a.endpoint = s.endpoint
     ), new_jobs AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
-                          ttl_ms, retention_ms, created_at, queued_at, expires_at)
-        SELECT id, endpoint, 'IN_QUEUE', priority, max_attempts, sync, webhook, execution_timeout_ms,
-               ttl_ms, retention_ms, now, now, now + ttl_ms * interval '1 millisecond'
-        FROM submitted
-        RETURNING seq, id, endpoint
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at,
+                          attempt, started_at, worker_id, lease_until, deadline_at)
+        SELECT id, endpoint, CASE WHEN started THEN 'IN_PROGRESS' ELSE 'IN_QUEUE' END, priority, max_attempts,
+               sync, webhook, execution_timeout_ms, ttl_ms, retention_ms, now, now,
+               now + ttl_ms * interval '1 millisecond',
+               CASE WHEN started THEN 1 ELSE 0 END,
+               CASE WHEN started THEN now END,
+               CASE WHEN started THEN worker_id END,
+               CASE WHEN started THEN lease_until END,
+               CASE WHEN started THEN now + execution_timeout_ms * interval '1 millisecond' END
+        FROM placed
+        RETURNING seq, id, endpoint, status
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)
         SELECT j.seq, 'input', s.input FROM new_jobs j JOIN submitted s ON s.id = j.id
         UNION ALL
         SELECT j.seq, 's3_config', s.s3_config FROM new_jobs j JOIN submitted s ON s.id = j.id
         WHERE s.s3_config IS NOT NULL
+    ), notified AS (
+        SELECT pg_notify('{JOB_QUEUED}', e.endpoint)
+        FROM (SELECT DISTINCT endpoint FROM new_jobs WHERE status = 'IN_QUEUE') e
     )
-    SELECT e.endpoint, pg_notify('{JOB_QUEUED}', e.endpoint) FROM (SELECT DISTINCT endpoint FROM new_jobs) e
+    SELECT j.id, j.status FROM new_jobs j CROSS JOIN (SELECT count(*) FROM notified) sent
     """
 )
 
@@ -558,9 +579,11 @@ class JobStore:
         """Inserts the job, queued or (with a reserved slot) running; None when its idempotency key is
         taken."""
         # A direct start saves a claim but is an insert of its own; while inserts are in flight (a burst
-        # of submissions), batching them costs fewer statements per job, so the job joins the batch.
-        # The same holds while another direct start is in flight: under load, one statement per job is
-        # what batching exists to avoid, so only one submission at a time takes this path.
+        # of submissions), batching them costs fewer statements per job, so the job joins the batch,
+        # which starts as many of its jobs as there are free local slots when it is written
+        # (`_enqueue_many`). The same holds while another direct start is in flight: under load, one
+        # statement per job is what batching exists to avoid, so only one submission at a time takes
+        # this path.
         reservation = None
         if self._reserve is not None and not self._submissions.busy and not self._starting:
             reservation = self._reserve(job.endpoint, now)
@@ -601,17 +624,53 @@ class JobStore:
     async def _enqueue_many(
         self, submissions: list[tuple[NewJob, datetime]]
     ) -> list[JobStatus | Exception | None]:
-        """Queues many jobs in one statement. A statement error (not a lost connection) fails the whole
-        batch, so then each job is inserted on its own: only the job at fault gets the error."""
-        if len(submissions) == 1:
+        """Queues many jobs in one statement; those that find a free slot of a local worker start on it
+        in the same statement (the direct start of `_insert`, for a batch). A statement error (not a lost
+        connection) fails the whole batch, so then each job is inserted on its own: only the job at fault
+        gets the error."""
+        reservations = self._reserve_slots(submissions)
+        if len(submissions) == 1 and reservations[0] is None:
             return [await self._insert_one(*submissions[0])]
         try:
             # Each parameter of ENQUEUE_MANY is the array of that parameter of the single ENQUEUE.
             rows = [self._insert_params(job, now) for job, now in submissions]
-            await self._rows(ENQUEUE_MANY, **{name: [row[name] for row in rows] for name in rows[0]})
-        except asyncpg.PostgresError:
-            return [await self._insert_one(job, now) for job, now in submissions]
-        return [JobStatus.IN_QUEUE] * len(submissions)
+            params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in rows[0]}
+            params["worker_id"] = [r.worker_id if r else None for r in reservations]
+            params["lease_until"] = [r.lease_until if r else None for r in reservations]
+            inserted = await self._rows(ENQUEUE_MANY, **params)
+        except BaseException as error:
+            for reservation in reservations:
+                if reservation is not None:
+                    reservation.release()
+            if isinstance(error, asyncpg.PostgresError):
+                return [await self._insert_one(job, now) for job, now in submissions]
+            raise
+        statuses = {row["id"]: JobStatus(row["status"]) for row in inserted}
+        for (job, now), reservation in zip(submissions, reservations, strict=True):
+            if reservation is None:
+                continue
+            if statuses[job.id] == JobStatus.IN_PROGRESS:
+                reservation.deliver(_started(job, reservation.worker_id, now))
+            else:
+                reservation.release()
+        return [statuses[job.id] for job, _ in submissions]
+
+    def _reserve_slots(self, submissions: list[tuple[NewJob, datetime]]) -> list[Reservation | None]:
+        """A free local slot for each submission while there are any, most urgent first (the batch's
+        jobs were submitted together; priority decides which of them start now)."""
+        reservations: list[Reservation | None] = [None] * len(submissions)
+        if self._reserve is None:
+            return reservations
+        full: set[str] = set()
+        order = sorted(range(len(submissions)), key=lambda k: submissions[k][0].priority)
+        for k in order:
+            job, now = submissions[k]
+            if job.endpoint in full:
+                continue
+            reservations[k] = self._reserve(job.endpoint, now)
+            if reservations[k] is None:
+                full.add(job.endpoint)
+        return reservations
 
     async def _insert_one(self, job: NewJob, now: datetime) -> JobStatus | Exception | None:
         try:
