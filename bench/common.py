@@ -103,8 +103,9 @@ class CpuSample:
     def take(cls, server_pid: int | None = None) -> CpuSample:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
         ticks = [int(v) for v in fields]
-        # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait.
-        busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+        # user nice system idle iowait irq softirq steal ...: busy is user to softirq but idle and iowait
+        # (steal is time the hypervisor ran someone else: not ours).
+        busy = sum(ticks[:7]) - ticks[3] - ticks[4]
         postgres = 0.0
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
