@@ -235,9 +235,7 @@ class ProbeCollector:
         while True:
             try:
                 data = self._sock.recv(256)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # BlockingIOError: nothing more to read now
                 return
             self._record(data)
 
@@ -295,12 +293,15 @@ class Backlog:
 
 async def wait_drained(
     remaining: Callable[[], Awaitable[int]],
+    completed: Callable[[], Awaitable[int]],
+    target: int,
     collector: ProbeCollector,
     starts: int,
     limit_s: float,
     check_alive: Callable[[], None],
 ) -> int:
-    """Waits until no job is left; returns when it saw that (monotonic ns).
+    """Waits until no job is left, then checks that `target` jobs completed; returns when it saw no job
+    left (monotonic ns).
 
     Until `starts` handlers have started it only watches the probes, so that a 20,000-job drain is not
     also a count over 20,000 queued rows every 50 ms in the database under test; then it asks the
@@ -319,7 +320,10 @@ async def wait_drained(
             raise TimeoutError("jobs still unfinished")
         check_alive()
         await asyncio.sleep(0.005)
-    return now_ns()
+    seen = now_ns()
+    if (done := await completed()) < target:
+        raise RuntimeError(f"only {done} of {target} jobs completed")
+    return seen
 
 
 # --- worker processes ------------------------------------------------------------------------------------

@@ -103,11 +103,7 @@ class Postgres:
             await conn.close()
 
     async def fetchval(self, query: str, database: str | None = None) -> Any:
-        conn = await asyncpg.connect(self.dsn_for(database) if database else self.admin_dsn)
-        try:
-            return await conn.fetchval(query)
-        finally:
-            await conn.close()
+        return (await self.fetch(query, database))[0][0]
 
     async def create_database(self, name: str, template: str | None = None) -> None:
         await self.drop_database(name)

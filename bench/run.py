@@ -380,15 +380,16 @@ def statement_stats(run: Run, case: Case, db: str) -> Iterator[None]:
     if not run.args.pg_statements:
         yield
         return
-    reset = ("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", "SELECT pg_stat_statements_reset()")
-    asyncio.run(run.pg.execute(*reset, database=db))
-    yield
     out = RESULTS / f"{run.stamp}-statements-{case.scenario}-{_slug(case.label)}.txt"
+    reset = ("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", "SELECT pg_stat_statements_reset()")
     try:
-        rows = asyncio.run(run.pg.fetch(STATEMENTS, database=db))
+        asyncio.run(run.pg.execute(*reset, database=db))
     except asyncpg.PostgresError as error:  # an external Postgres without the library preloaded
         out.write_text(f"pg_stat_statements unavailable: {error}\n")
+        yield
         return
+    yield
+    rows = asyncio.run(run.pg.fetch(STATEMENTS, database=db))
     lines = [f"{'calls':>8} {'total ms':>10} {'rows':>8}  statement"]
     lines += [f"{r['calls']:>8} {r['ms']:>10} {r['rows']:>8}  {r['query']}" for r in rows]
     out.write_text("\n".join(lines) + "\n")

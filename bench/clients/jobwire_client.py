@@ -94,13 +94,16 @@ class Jobwire:
     async def wait_completed(
         self, conn: Any, target: int, limit_s: float, workers: Processes, starts: int = 0
     ) -> int:
-        """Waits until no job is left (see `wait_drained`), then checks that `target` completed."""
-        seen = await wait_drained(
-            lambda: self.remaining(conn), self.collector, starts, limit_s, workers.check_alive
+        """Waits until no job is left, then checks that `target` completed (see `wait_drained`)."""
+        return await wait_drained(
+            lambda: self.remaining(conn),
+            lambda: self.completed(conn),
+            target,
+            self.collector,
+            starts,
+            limit_s,
+            workers.check_alive,
         )
-        if await self.completed(conn) < target:
-            raise RuntimeError(f"only {await self.completed(conn)} of {target} jobs completed")
-        return seen
 
     def aio_stub(self) -> tuple[grpc.aio.Channel, jobs_pb2_grpc.JobServiceStub]:
         channel = grpc.aio.insecure_channel(self.c["grpc"], options=GRPC_OPTIONS)

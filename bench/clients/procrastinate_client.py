@@ -77,13 +77,16 @@ class Procrastinate:
     async def wait_completed(
         self, conn: Any, target: int, limit_s: float, workers: Processes, starts: int = 0
     ) -> int:
-        """Waits until no job is left (see `wait_drained`), then checks that `target` succeeded."""
-        seen = await wait_drained(
-            lambda: self.remaining(conn), self.collector, starts, limit_s, workers.check_alive
+        """Waits until no job is left, then checks that `target` succeeded (see `wait_drained`)."""
+        return await wait_drained(
+            lambda: self.remaining(conn),
+            lambda: self.completed(conn),
+            target,
+            self.collector,
+            starts,
+            limit_s,
+            workers.check_alive,
         )
-        if await self.completed(conn) < target:
-            raise RuntimeError(f"only {await self.completed(conn)} of {target} jobs succeeded")
-        return seen
 
     async def submit_many(self, count: int, concurrency: int, prefix: str) -> float:
         counter = iter(range(count))

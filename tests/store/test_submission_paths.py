@@ -100,15 +100,15 @@ async def test_a_submission_behind_waiting_jobs_is_queued_and_the_slot_given_bac
     assert [c.job.id for c in claimed] == ["older", "newer"]
 
 
-async def test_while_a_direct_start_is_in_flight_the_next_submissions_are_batched(
+async def test_submissions_made_together_are_inserted_together_and_start_on_free_slots(
     store: JobStore, clock: ManualClock
 ) -> None:
     slots = Slots(free=4)
     store.on_enqueue(slots.reserve)
     views = await asyncio.gather(*(store.enqueue_job(new_job(f"j{i}"), clock.now()) for i in range(3)))
     assert [v.status for v in views] == [JobStatus.IN_QUEUE] * 3  # what /run answers, as before
-    # The first started on its own; the two submitted meanwhile were inserted together, and that insert
-    # started them on free slots too.
+    # The first is written at once and the two submitted meanwhile join it or the next write; either way
+    # each starts on a free slot, in submission order.
     assert [c.job.id for c in slots.delivered] == ["j0", "j1", "j2"] and slots.free == 1
     for claimed in slots.delivered:
         assert (claimed.job.attempt, claimed.job.worker_id, claimed.input) == (1, "w1", b'{"n": 1}')
@@ -128,8 +128,8 @@ async def test_a_batch_starts_as_many_jobs_as_slots_are_free_and_queues_the_rest
     store.on_queued(woken.append)
     slots = Slots(free=2)
     store.on_enqueue(slots.reserve)
-    # j0 starts on its own; j1 (low priority), j2 and j3 go in one batch with one slot left: the slot goes
-    # to the first job of normal priority, the others are queued (and the dispatcher is woken for them).
+    # Two slots for four jobs submitted together: they go to the jobs of normal priority in submission
+    # order (j0, j2); j3 and the low-priority j1 are queued (and the dispatcher is woken for them).
     jobs = [new_job("j0"), new_job("j1", low=True), new_job("j2"), new_job("j3")]
     await asyncio.gather(*(store.enqueue_job(job, clock.now()) for job in jobs))
     assert [c.job.id for c in slots.delivered] == ["j0", "j2"] and slots.free == 0
@@ -144,9 +144,23 @@ async def test_a_batch_behind_waiting_jobs_is_queued_and_gives_its_slots_back(
     await store.enqueue_job(new_job("older"), clock.now())
     slots = Slots(free=3)
     store.on_enqueue(slots.reserve)
-    # "direct" takes the path of one; b1 and b2, submitted meanwhile, are inserted together. Each finds
-    # "older" waiting, so each is queued behind it and every reserved slot is given back.
+    # Each of the three finds "older" waiting, so each is queued behind it and every reserved slot is
+    # given back.
     await asyncio.gather(*(store.enqueue_job(new_job(i), clock.now()) for i in ("direct", "b1", "b2")))
     assert (slots.delivered, slots.released, slots.free) == ([], 3, 3)
     claimed = await store.claim_jobs(EP, "w1", 10, clock.now() + timedelta(seconds=30), clock.now())
     assert [c.job.id for c in claimed] == ["older", "direct", "b1", "b2"]
+
+
+async def test_a_keyed_submission_starts_on_a_reserved_slot_and_a_repeat_gives_its_slot_back(
+    store: JobStore, clock: ManualClock
+) -> None:
+    slots = Slots(free=2)
+    store.on_enqueue(slots.reserve)
+    first = await store.enqueue_job(new_job("keyed", idempotency_key="k1"), clock.now())
+    again = await store.enqueue_job(new_job("other", idempotency_key="k1"), clock.now())
+    assert (first.id, again.id) == ("keyed", "keyed")
+    assert [c.job.id for c in slots.delivered] == ["keyed"]
+    assert (slots.released, slots.free) == (1, 1)  # the repeat's reservation went back
+    job = await store.get_job(EP, "keyed", clock.now())
+    assert job is not None and (job.status, job.worker_id) == (JobStatus.IN_PROGRESS, "w1")

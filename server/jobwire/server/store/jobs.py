@@ -79,9 +79,10 @@ ENQUEUE = sql(
     """
 )
 
-# ENQUEUE for when an idle worker of this replica has a slot reserved for the job: unless older jobs are
-# waiting (they go first), the job is inserted as its first attempt, running on that worker, so it
-# skips a claim round trip. Otherwise it is queued as by ENQUEUE and the reservation is given back.
+# ENQUEUE for a job with an idempotency key when an idle worker of this replica has a slot reserved for
+# it: unless older jobs are waiting (they go first), the job is inserted as its first attempt, running on
+# that worker, so it skips a claim round trip. Otherwise it is queued as by ENQUEUE and the reservation is
+# given back. (Jobs without a key get the same from ENQUEUE_MANY.)
 ENQUEUE_CLAIMED = sql(
     f"""
     WITH ahead AS (
@@ -521,8 +522,6 @@ class JobStore:
         self._queued_callbacks: list[Callable[[str], None]] = []
         self._changed_callbacks: list[Callable[[str], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
-        #: A direct start (`_insert_started`) is in flight.
-        self._starting = False
         self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
             self._enqueue_many, key=lambda s: s[0].id
         )
@@ -576,28 +575,20 @@ class JobStore:
         raise RuntimeError("the idempotency key is being reused concurrently")  # pragma: no cover
 
     async def _insert(self, job: NewJob, now: datetime) -> JobStatus | None:
-        """Inserts the job, queued or (with a reserved slot) running; None when its idempotency key is
-        taken."""
-        # A direct start saves a claim but is an insert of its own; while inserts are in flight (a burst
-        # of submissions), batching them costs fewer statements per job, so the job joins the batch,
-        # which starts as many of its jobs as there are free local slots when it is written
-        # (`_enqueue_many`). The same holds while another direct start is in flight: under load, one
-        # statement per job is what batching exists to avoid, so only one submission at a time takes
-        # this path.
-        reservation = None
-        if self._reserve is not None and not self._submissions.busy and not self._starting:
-            reservation = self._reserve(job.endpoint, now)
+        """Inserts the job, queued or (on a free slot of a local worker) running; None when its
+        idempotency key is taken."""
+        if job.idempotency_key is None:
+            # Group-committed: a lone submission is written at once, the ones that arrive meanwhile go
+            # together in the next write, and each write starts as many of its jobs as local workers
+            # have free slots (`_enqueue_many`). The write does not depend on the caller, so a submitter
+            # that goes away cannot leave a job started on a worker that was never told.
+            return await self._submissions.submit((job, now))
+        reservation = self._reserve(job.endpoint, now) if self._reserve is not None else None
         if reservation is None:
-            return await self._insert_queued(job, now)
-        self._starting = True
-        insert = asyncio.ensure_future(self._insert_started(job, now, reservation))
-        insert.add_done_callback(self._direct_start_done)
-        # Shielded: a submitter that goes away mid-insert must not leave a job started on a worker that
-        # was never told (it would wait for its lease to run out).
-        return await asyncio.shield(insert)
-
-    def _direct_start_done(self, _insert: asyncio.Future[JobStatus | None]) -> None:
-        self._starting = False
+            row = await self._one(ENQUEUE, **self._insert_params(job, now))
+            return None if row is None else JobStatus.IN_QUEUE
+        # Shielded, for the same reason as the group commit's write.
+        return await asyncio.shield(self._insert_started(job, now, reservation))
 
     async def _insert_started(self, job: NewJob, now: datetime, reservation: Reservation) -> JobStatus | None:
         try:
@@ -614,18 +605,12 @@ class JobStore:
         reservation.deliver(_started(job, reservation.worker_id, now))
         return JobStatus.IN_PROGRESS
 
-    async def _insert_queued(self, job: NewJob, now: datetime) -> JobStatus | None:
-        if job.idempotency_key is None:
-            # Submissions that arrive while another insert is in flight are inserted together.
-            return await self._submissions.submit((job, now))
-        row = await self._one(ENQUEUE, **self._insert_params(job, now))
-        return None if row is None else JobStatus.IN_QUEUE
-
     async def _enqueue_many(
         self, submissions: list[tuple[NewJob, datetime]]
     ) -> list[JobStatus | Exception | None]:
         """Queues many jobs in one statement; those that find a free slot of a local worker start on it
-        in the same statement (the direct start of `_insert`, for a batch). A statement error (not a lost
+        in the same statement (skipping a claim round trip), unless older jobs of the endpoint wait.
+        A statement error (not a lost
         connection) fails the whole batch, so then each job is inserted on its own: only the job at fault
         gets the error."""
         reservations = self._reserve_slots(submissions)
