@@ -192,6 +192,7 @@ class Hello(_message.Message):
     ACCELERATORS_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
     ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
+    PREFETCH_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.str
     worker_id: _builtins.str
     """Stable across reconnects of the same process; unique per process."""
@@ -200,6 +201,12 @@ class Hello(_message.Message):
     sdk_version: _builtins.str
     accepts_batches: _builtins.bool
     """The worker reads `ConnectResponse.batch`."""
+    prefetch: _builtins.int
+    """How many jobs beyond `slots` the worker may hold while they wait for a free slot (prefetch), so
+    that the next job is already there when a slot frees. The server sends at most slots + prefetch
+    jobs at once (prefetch counts up to `slots`), as the worker's Credits allow: the Hello's
+    `slots` are the first credits, and a worker asks for prefetched jobs with more. 0: none.
+    """
     @_builtins.property
     def accelerators(self) -> _containers.RepeatedCompositeFieldContainer[Global___Accelerator]: ...
     def __init__(
@@ -211,10 +218,11 @@ class Hello(_message.Message):
         accelerators: _abc.Iterable[Global___Accelerator] | None = ...,
         sdk_version: _builtins.str = ...,
         accepts_batches: _builtins.bool = ...,
+        prefetch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "accepts_batches", b"accepts_batches", "endpoint_id", b"endpoint_id", "sdk_version", b"sdk_version", "slots", b"slots", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "accepts_batches", b"accepts_batches", "endpoint_id", b"endpoint_id", "prefetch", b"prefetch", "sdk_version", b"sdk_version", "slots", b"slots", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from jobwire.worker._entry import run_worker
 from jobwire.worker._errors import WorkerError, WorkerRecycle, WorkerRejected
+from jobwire.worker._prefetch import PrefetchSetting
 from jobwire.worker._runner import Handler
 
 EXIT_RECYCLE = 75  # EX_TEMPFAIL: restart me
@@ -33,6 +34,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _prefetch(text: str) -> PrefetchSetting:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be auto or a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be auto or at least 0")
+    return value
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
@@ -44,6 +57,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--server", default="127.0.0.1:50051", help="gRPC address (default: %(default)s)")
     parser.add_argument("--key", default=os.environ.get(KEY_ENV), help=f"a worker key (default: ${KEY_ENV})")
     parser.add_argument("--concurrency", type=_positive, default=1, help="jobs at once (default: 1)")
+    parser.add_argument(
+        "--prefetch",
+        type=_prefetch,
+        default="auto",
+        help="jobs held beyond --concurrency while they wait for a slot: auto (for fast handlers only), "
+        "or 0 to --concurrency (default: auto)",
+    )
     parser.add_argument("--worker-id", help="default: hostname-pid-random")
     parser.add_argument(
         "--aggregate-stream",
@@ -82,6 +102,8 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.key:
         parser.error(f"--key or ${KEY_ENV} is required")
+    if args.prefetch != "auto" and args.prefetch > args.concurrency:
+        parser.error("--prefetch cannot exceed --concurrency (at most one waiting job per slot)")
     # The handler's module is looked up from the working directory, as `python -m` does.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -101,6 +123,7 @@ def _run(handler: Handler, args: argparse.Namespace) -> int:
             key=args.key,
             server=args.server,
             concurrency=args.concurrency,
+            prefetch=args.prefetch,
             worker_id=args.worker_id,
             return_aggregate_stream=args.aggregate_stream,
             stuck_after=args.stuck_after,

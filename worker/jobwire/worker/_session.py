@@ -11,6 +11,8 @@ import enum
 import functools
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
@@ -23,6 +25,7 @@ from jobwire.worker._context import JobContext, bind
 from jobwire.worker._errors import WorkerRejected
 from jobwire.worker._lifecycle import Lifecycle
 from jobwire.worker._outcome import Outcome
+from jobwire.worker._prefetch import Prefetch
 from jobwire.worker._runner import Runner
 from jobwire.worker._threads import call_soon
 
@@ -94,16 +97,26 @@ class Session:
     """One stream. Create it on the event loop; `run()` once; `close()` always."""
 
     def __init__(
-        self, config: SessionConfig, runner: Runner, lifecycle: Lifecycle, on_welcome: Callable[[], None]
+        self,
+        config: SessionConfig,
+        runner: Runner,
+        lifecycle: Lifecycle,
+        on_welcome: Callable[[], None],
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._config = config
         self._runner = runner
         self._lifecycle = lifecycle
         self._on_welcome = on_welcome
+        self._prefetch = prefetch or Prefetch(config.slots, 0)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._outbox: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
+        #: Every attempt this session holds: running, and (prefetched) waiting for a slot.
         self._jobs: dict[tuple[str, int], _Job] = {}
+        self._waiting: deque[tuple[_Job, worker_pb2.Assign]] = deque()
+        #: Jobs the server may still send (its credits): the Hello's slots, then each Credit sent.
+        self._granted = config.slots
         self._idle = asyncio.Event()
         self._closed = False
         self._call: _Call | None = None
@@ -164,6 +177,7 @@ class Session:
             ],
             sdk_version=config.sdk_version,
             accepts_batches=True,
+            prefetch=self._prefetch.limit,
         )
 
     def _welcomed(self, welcome: worker_pb2.Welcome) -> None:
@@ -308,15 +322,26 @@ class Session:
         if self._lifecycle.draining:
             # Sent before the server saw the draining heartbeat: it is this worker's now, so run it.
             log.info("job %s was assigned while draining: running it", assign.job_id)
-        if len(self._jobs) >= self._config.slots:
-            log.warning("the server assigned more jobs than this worker has slots")
+        if len(self._jobs) >= self._config.slots + self._prefetch.limit:
+            log.warning("the server assigned more jobs than this worker has slots and prefetch")
+        self._granted = max(0, self._granted - 1)
         progress = functools.partial(self._progress, assign.job_id, assign.attempt)
         job = _Job(assign.job_id, assign.attempt, JobContext(assign.job_id, assign.attempt, progress))
         self._jobs[key] = job
+        if self._running() < self._config.slots:
+            self._start(job, assign)
+        else:
+            self._waiting.append((job, assign))  # prefetched: it starts when a slot frees
+
+    def _running(self) -> int:
+        return len(self._jobs) - len(self._waiting)
+
+    def _start(self, job: _Job, assign: worker_pb2.Assign) -> None:
         job.task = asyncio.create_task(self._run_job(job, assign), name=f"jobwire-job-{assign.job_id}")
 
     async def _run_job(self, job: _Job, assign: worker_pb2.Assign) -> None:
         unbind = bind(job.context)
+        started = time.monotonic()
         try:
             outcome: Outcome | None = await self._runner.run(
                 assign, job.context, functools.partial(self._emit, job), self._chunk_limit
@@ -325,6 +350,8 @@ class Session:
             outcome = None  # an async handler cancelled by CancelJob, or the session ending
         finally:
             unbind()
+        if outcome is not None:
+            self._prefetch.observe(time.monotonic() - started)
         self._finish(job, outcome)
 
     def _finish(self, job: _Job, outcome: Outcome | None) -> None:
@@ -332,10 +359,20 @@ class Session:
         # A cancelled attempt is not reported (the server already ended it), but its slot is free now.
         if outcome is not None and not job.context.cancelled:
             self._send(worker_pb2.ConnectRequest(result=self._result(job, outcome)))
-        self._send(worker_pb2.ConnectRequest(credit=worker_pb2.Credit(slots=1)))
+        if self._waiting and not self._closed:
+            self._start(*self._waiting.popleft())
+        self._top_up()
         if outcome is not None and outcome.refresh:
             self._lifecycle.recycle(f"job {job.job_id} returned refresh_worker")
         self._check_idle()
+
+    def _top_up(self) -> None:
+        """Asks the server for as many jobs as the free slots and the prefetch leave room for."""
+        prefetch = 0 if self._lifecycle.draining else self._prefetch.wanted
+        wanted = self._config.slots + prefetch - len(self._jobs) - self._granted
+        if wanted > 0:
+            self._granted += wanted
+            self._send(worker_pb2.ConnectRequest(credit=worker_pb2.Credit(slots=wanted)))
 
     def _result(self, job: _Job, outcome: Outcome) -> worker_pb2.Result:
         result = worker_pb2.Result(job_id=job.job_id, attempt=job.attempt)
@@ -377,6 +414,12 @@ class Session:
         if not job.context._cancel(reason):
             return
         log.info("job %s attempt %d cancelled (%s)", job.job_id, job.attempt, reason)
+        if job.task is None:  # prefetched, not started: it just goes
+            self._waiting = deque(entry for entry in self._waiting if entry[0] is not job)
+            self._jobs.pop(job.key, None)
+            self._top_up()
+            self._check_idle()
+            return
         if self._runner.kind.is_async and job.task is not None:
             job.task.cancel()
         # Sync handlers only learn it through their context; the watchdog sees whether they listen.

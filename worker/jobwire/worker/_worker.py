@@ -18,6 +18,7 @@ from jobwire.worker._backoff import Backoff
 from jobwire.worker._channel import authorization, open_channel
 from jobwire.worker._errors import WorkerRecycle
 from jobwire.worker._lifecycle import Lifecycle
+from jobwire.worker._prefetch import Prefetch, PrefetchSetting
 from jobwire.worker._runner import Handler, Runner
 from jobwire.worker._session import End, Session, SessionConfig
 from jobwire.worker._threads import call_soon
@@ -33,6 +34,7 @@ class WorkerOptions(TypedDict, total=False):
     key: Required[str]
     server: str
     concurrency: int
+    prefetch: PrefetchSetting
     worker_id: str | None
     return_aggregate_stream: bool
     stuck_after: float
@@ -57,6 +59,11 @@ class Worker:
       token).
     - `server`: host:port of the server's gRPC listener; `credentials` switch the channel to TLS.
     - `concurrency`: how many jobs run at once (the slots announced to the server).
+    - `prefetch`: how many jobs to hold beyond them, waiting for a free slot, so that a slot that frees
+      finds its next job there instead of asking the server and waiting for it. "auto" (the default)
+      prefetches only while handlers run for less than a few dispatch round trips (fast jobs), up to one
+      job per slot, and nothing for slow ones (a GPU job of seconds); 0 never; a number from 0 to
+      `concurrency` fixes it. A prefetched job's execution timeout runs while it waits.
     - `worker_id`: stable across reconnects; defaults to `hostname-pid-random`.
     - `return_aggregate_stream`: a generator's final output is the list of everything it yielded
       (otherwise `[]`, as with Runpod).
@@ -76,6 +83,7 @@ class Worker:
         key: str,
         server: str = "127.0.0.1:50051",
         concurrency: int = 1,
+        prefetch: PrefetchSetting = "auto",
         worker_id: str | None = None,
         return_aggregate_stream: bool = False,
         stuck_after: float = 30.0,
@@ -89,6 +97,7 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         if stuck_after <= 0:
             raise ValueError("stuck_after must be positive")
+        self._prefetch = Prefetch(concurrency, prefetch)
         self.worker_id = worker_id or default_worker_id()
         self._runner = Runner(handler, worker_id=self.worker_id, aggregate_stream=return_aggregate_stream)
         self._endpoint = endpoint
@@ -154,7 +163,9 @@ class Worker:
     async def _connect(self, config: SessionConfig) -> End:
         # A channel per connection: the backoff here decides when to retry, not the channel's own.
         channel = open_channel(self._server, self._credentials)
-        session = Session(config, self._runner, self._lifecycle, on_welcome=self._backoff.reset)
+        session = Session(
+            config, self._runner, self._lifecycle, on_welcome=self._backoff.reset, prefetch=self._prefetch
+        )
         try:
             end = await session.run(worker_pb2_grpc.WorkerServiceStub(channel))
             if end is End.BROKEN:

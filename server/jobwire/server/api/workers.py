@@ -74,6 +74,7 @@ class WorkerApi:
             send=outbox.put_nowait,
             sdk_version=hello.sdk_version,
             accelerators=_accelerators(hello),
+            prefetch=hello.prefetch,
         )
         settings = self._dispatcher.settings
         yield worker_pb2.ConnectResponse(
@@ -175,9 +176,9 @@ class WorkerApi:
             await dispatcher.report_chunk(c.job_id, c.attempt, c.seq, c.output)
         elif kind == "result":
             # Not awaited: the next results of this stream (and of other streams) are read meanwhile
-            # and join the same group commit. A worker has at most `slots` attempts, so this holds at
-            # most that many stores, and waits when a misbehaving worker sends more.
-            if len(storing) >= session.slots:
+            # and join the same group commit. A worker holds at most `capacity` attempts, so this holds
+            # at most that many stores, and waits when a misbehaving worker sends more.
+            if len(storing) >= session.capacity:
                 await asyncio.wait(set(storing), return_when=asyncio.FIRST_COMPLETED)
             r = message.result
             error = r.error if r.HasField("error") else None

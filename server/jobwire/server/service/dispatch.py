@@ -98,9 +98,18 @@ class WorkerSession:
     open_polls: int = 0
     #: How long this worker may stay silent; None: the dispatcher's lease.
     silence_ms: int | None = None
+    #: Jobs beyond `slots` the worker may hold waiting for a free slot (it asks for them with credits).
+    prefetch: int = 0
 
     def __post_init__(self) -> None:
         self.credits = self.slots
+        # At most one job waiting per slot: what one worker can keep from the others stays bounded.
+        self.prefetch = max(0, min(self.prefetch, self.slots))
+
+    @property
+    def capacity(self) -> int:
+        """The most attempts this worker holds at once: running, and prefetched."""
+        return self.slots + self.prefetch
 
 
 def split_json_string(raw: bytes, limit: int) -> list[bytes]:
@@ -230,7 +239,7 @@ class Dispatcher:
         session.last_seen = self._clock.now()
 
     def add_credit(self, session: WorkerSession, slots: int) -> None:
-        session.credits = min(session.slots, session.credits + slots)
+        session.credits = min(session.capacity, session.credits + slots)
         self.wake(session.endpoint)
 
     def set_draining(self, session: WorkerSession) -> None:
