@@ -291,6 +291,21 @@ class Backlog:
         return True
 
 
+def first_start_cpu(
+    collector: ProbeCollector, server_pid: int | None, workers: Processes, limit_s: float = 60
+) -> CpuSample:
+    """The CPU sample a drain starts from: taken when the first handler starts, so that the workers'
+    start-up (imports, connecting) is not charged to the jobs. It blocks (1 ms polls): in a drain the
+    client has nothing else to do until then, and the probes arrive on the collector's thread."""
+    deadline = time.monotonic() + limit_s
+    while collector.first_ns is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no handler started")
+        workers.check_alive()
+        time.sleep(0.001)
+    return CpuSample.take(server_pid)
+
+
 async def wait_drained(
     remaining: Callable[[], Awaitable[int]],
     completed: Callable[[], Awaitable[int]],

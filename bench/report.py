@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "drain": [("jobs_per_s", "jobs/s")],
+    "drain": [
+        ("jobs_per_s", "jobs/s"),
+        ("cpu_ms_per_job", "CPU ms/job, machine"),
+        ("pg_cpu_ms_per_job", "of it Postgres"),
+        ("server_cpu_ms_per_job", "jobwire server"),
+    ],
     "steady": [
         ("jobs_per_s", "jobs/s"),
         ("submit_p50_ms", "submit p50 ms"),

@@ -14,11 +14,17 @@ class RawWorker:
     """One Connect stream; the test sends and reads messages itself."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, key: str, endpoint: str, worker_id: str, slots: int = 1
+        self,
+        channel: grpc.aio.Channel,
+        key: str,
+        endpoint: str,
+        worker_id: str,
+        slots: int = 1,
+        prefetch: int = 0,
     ) -> None:
         self._outgoing: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
         self.hello = worker_pb2.Hello(
-            endpoint_id=endpoint, worker_id=worker_id, slots=slots, sdk_version="raw"
+            endpoint_id=endpoint, worker_id=worker_id, slots=slots, sdk_version="raw", prefetch=prefetch
         )
         stub = worker_pb2_grpc.WorkerServiceStub(channel)
         self.call = stub.Connect(self._requests(), metadata=(("authorization", f"Bearer {key}"),))

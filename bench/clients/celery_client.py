@@ -20,6 +20,7 @@ from bench.common import (
     ProbeCollector,
     Processes,
     emit,
+    first_start_cpu,
     latency_summary,
     ms,
     now_ns,
@@ -113,13 +114,15 @@ class Celery:
         self.collector.reset()
         workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
         try:
+            cpu0 = first_start_cpu(self.collector, None, workers)
             end = self.wait_completed(base + n, 900, workers)
+            cpu1 = CpuSample.take()
         finally:
             workers.stop()
         assert self.collector.first_ns is not None
         seconds = (end - self.collector.first_ns) / 1e9
         return {
-            "metrics": {"jobs_per_s": round(n / seconds, 1)},
+            "metrics": {"jobs_per_s": round(n / seconds, 1), **cpu0.per_job_ms(cpu1, n)},
             "info": {"jobs": n, "seconds": round(seconds, 3), "enqueue_jobs_per_s": round(enqueue_rate)},
         }
 

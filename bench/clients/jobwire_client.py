@@ -28,6 +28,7 @@ from bench.common import (
     ProbeCollector,
     Processes,
     emit,
+    first_start_cpu,
     http_connection,
     latency_summary,
     ms,
@@ -56,7 +57,9 @@ class Jobwire:
 
     # --- plumbing ---------------------------------------------------------------------------------
 
-    def workers(self, count: int, concurrency: int, handler: str = "noop") -> Processes:
+    def workers(
+        self, count: int, concurrency: int, handler: str = "noop", prefetch: str = "auto"
+    ) -> Processes:
         argv = [
             sys.executable,
             "-m",
@@ -70,6 +73,8 @@ class Jobwire:
             self.c["worker_key"],
             "--concurrency",
             str(concurrency),
+            "--prefetch",
+            prefetch,
             "--log-level",
             "WARNING",
         ]
@@ -148,13 +153,15 @@ class Jobwire:
             self.collector.reset()
             workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
             try:
+                cpu0 = first_start_cpu(self.collector, self.c["server_pid"], workers)
                 end = await self.wait_completed(conn, base + n, 900, workers, starts=n)
+                cpu1 = CpuSample.take(self.c["server_pid"])
             finally:
                 workers.stop()
             assert self.collector.first_ns is not None
             seconds = (end - self.collector.first_ns) / 1e9
             return {
-                "metrics": {"jobs_per_s": round(n / seconds, 1)},
+                "metrics": {"jobs_per_s": round(n / seconds, 1), **cpu0.per_job_ms(cpu1, n)},
                 "info": {"jobs": n, "seconds": round(seconds, 3), "enqueue_jobs_per_s": round(enqueue_rate)},
             }
         finally:
@@ -332,9 +339,10 @@ class Jobwire:
 
     def queue_depth(self) -> dict[str, Any]:
         """One worker with one slot on a deep queue: the gap between consecutive handler starts is one
-        claim cycle (report the result, claim the next job, hand it over)."""
+        claim cycle (report the result, claim the next job, hand it over). Without prefetch: a job held
+        in the worker would start with no claim in the gap."""
         warm, n = int(self.c["warmup_jobs"]), int(self.c["jobs"])
-        workers = self.workers(1, 1)
+        workers = self.workers(1, 1, prefetch="0")
         try:
             wait_until(lambda: self.collector.count >= warm + n + 1, 300, what="claims")
         finally:

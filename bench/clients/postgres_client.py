@@ -121,11 +121,13 @@ class Pgbench:
         self.pgbench(script, clients, "-t", str(300 // clients // batch))  # warm-up
         before = self.done()
         self.fill(n)
+        cpu0 = CpuSample.take()
         run = self.pgbench(script, clients, "-t", str(n // clients // batch))
+        cpu1 = CpuSample.take()
         drained = self.done() - before
         seconds = run["transactions"] / run["tps"]
         return {
-            "metrics": {"jobs_per_s": round(drained / seconds, 1)},
+            "metrics": {"jobs_per_s": round(drained / seconds, 1), **cpu0.per_job_ms(cpu1, drained)},
             "info": {"jobs": drained, "seconds": round(seconds, 3), "clients": clients, "batch": batch},
         }
 

@@ -264,8 +264,10 @@ class RecordedSleep:
 def make_worker(
     handler: Handler, address: str, sleep: RecordedSleep | None = None, **options: object
 ) -> Worker:
-    """A Worker for `address` whose backoff never really sleeps."""
+    """A Worker for `address` whose backoff never really sleeps. Without prefetch unless asked: the
+    tests count credits, and a fast handler would make `auto` ask for more."""
     backoff = Backoff(sleep=sleep or RecordedSleep(), random=lambda: 0.5)
+    options.setdefault("prefetch", 0)
     return Worker(handler, endpoint="ep", key="wk", server=address, backoff=backoff, **options)  # type: ignore[arg-type]
 
 

@@ -327,14 +327,12 @@ class Session:
         self._granted = max(0, self._granted - 1)
         progress = functools.partial(self._progress, assign.job_id, assign.attempt)
         job = _Job(assign.job_id, assign.attempt, JobContext(assign.job_id, assign.attempt, progress))
+        running = len(self._jobs) - len(self._waiting)
         self._jobs[key] = job
-        if self._running() < self._config.slots:
+        if running < self._config.slots:
             self._start(job, assign)
         else:
             self._waiting.append((job, assign))  # prefetched: it starts when a slot frees
-
-    def _running(self) -> int:
-        return len(self._jobs) - len(self._waiting)
 
     def _start(self, job: _Job, assign: worker_pb2.Assign) -> None:
         job.task = asyncio.create_task(self._run_job(job, assign), name=f"jobwire-job-{assign.job_id}")
