@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.service.dispatch import DispatchSettings
@@ -109,6 +110,42 @@ async def test_credits_count_up_to_the_slots_and_at_most_one_prefetched_job_per_
     assert message.assign.job_id == jobs[3]
     await until(service, first.job_id, "COMPLETED")
     w.close()
+
+
+async def test_a_freed_slot_claims_only_when_jobs_were_queued_since_the_queue_was_found_empty(
+    service: Running,
+) -> None:
+    w = worker(service)
+    await w.start()
+    while await claim_counts(service) != {"empty": 1}:  # the worker came: one claim, on an empty queue
+        await asyncio.sleep(0.01)
+    for _ in range(3):
+        job_id = await submit(service)  # starts on the free slot in its insert: no claim
+        assign = await w.assignment()
+        # The credit first, so that the server has it once the job shows COMPLETED: the slot is free
+        # again and the queue still empty.
+        w.send(credit=worker_pb2.Credit(slots=1))
+        w.send(result=worker_pb2.Result(job_id=assign.job_id, attempt=assign.attempt, output=b"1"))
+        await until(service, job_id, "COMPLETED")
+    busy = await submit(service)
+    queued = await submit(service)  # no free slot: queued, which the dispatcher hears of
+    assign = await w.assignment()
+    assert assign.job_id == busy
+    w.result(assign, b"1")  # this credit claims, and finds the queued job
+    assert (await w.assignment()).job_id == queued
+    claims = await claim_counts(service)
+    assert claims == {"empty": 1, "found": 1}  # (each of the 4 credits before claimed when it came)
+    w.close()
+
+
+async def claim_counts(service: Running) -> dict[str, float]:
+    text = (await service.http.get("/metrics")).text
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "jobwire_claims_total" and sample.labels["endpoint"] == ENDPOINT
+    }
 
 
 async def test_normal_jobs_go_before_low_priority_ones(service: Running) -> None:

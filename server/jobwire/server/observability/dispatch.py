@@ -43,6 +43,10 @@ class DispatchObserver:
         """Marks the start of a claim (the dispatch spans begin here), when tracing is on."""
         return time.time_ns() if self.tracing.enabled else None
 
+    def claimed(self, endpoint: str, jobs: int) -> None:
+        """A claim statement ran and found `jobs` jobs."""
+        self.metrics.claimed(endpoint, jobs)
+
     def assigned(self, job: Job, worker_id: str, claim_started: int | None) -> None:
         """A claimed attempt was sent to its worker: counts it and ends its `jobwire.dispatch` span."""
         self.metrics.job_dispatched(job.endpoint)

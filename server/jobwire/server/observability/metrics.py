@@ -93,6 +93,12 @@ class Metrics:
         self.dispatched = Counter(
             "jobwire_jobs_dispatched", "Attempts handed to workers of this replica.", ["endpoint"], registry=r
         )
+        self.claims = Counter(
+            "jobwire_claims",
+            "Claims of this replica's dispatcher, by whether they found jobs (found) or none (empty).",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
         self.delay_seconds = Histogram(
             "jobwire_job_delay_seconds",
             "Time an attempt waited in the queue (Runpod's delayTime), observed when its result is stored.",
@@ -138,6 +144,9 @@ class Metrics:
 
     def job_dispatched(self, endpoint: str) -> None:
         self.dispatched.labels(endpoint).inc()
+
+    def claimed(self, endpoint: str, jobs: int) -> None:
+        self.claims.labels(endpoint, "found" if jobs else "empty").inc()
 
     def result_stored(self, endpoint: str, status: str, delay_s: float, execution_s: float) -> None:
         """A worker's result ended an attempt: its queue delay and execution time."""

@@ -150,6 +150,14 @@ class Dispatcher:
         self.settings = settings or DispatchSettings()
         self._by_endpoint: dict[str, deque[WorkerSession]] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        # Endpoints whose last claim found the queue empty, with no job queued since: a freed slot there
+        # does not claim (at light load, every job's credit would otherwise cost an empty claim). Every
+        # way into the queue sends JOB_QUEUED (`queued`), and the poll looks again regardless: the one
+        # case it covers is a claim that skipped rows locked by another replica's claim, which then
+        # failed and left them queued without a notification.
+        self._empty: set[str] = set()
+        #: Per endpoint, how many times jobs were queued: a claim that raced with one does not mark it empty.
+        self._queued_count: dict[str, int] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._holding: dict[str, WorkerSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -159,7 +167,7 @@ class Dispatcher:
         self._observe = observer or DispatchObserver(Metrics(process_metrics=False), Tracing())
         # A job queued by this process wakes its endpoint at once, without the NOTIFY round trip; and
         # while a local worker is idle, a job submitted here starts on it as it is inserted.
-        jobs.on_queued(self.wake)
+        jobs.on_queued(self.queued)
         jobs.on_enqueue(self._reserve)
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -295,13 +303,20 @@ class Dispatcher:
     # --- notifications -----------------------------------------------------------------------------
 
     def wake(self, endpoint: str) -> None:
+        """A slot freed (or a worker came): fill it, if the queue may hold jobs."""
         event = self._wake.get(endpoint)
         if event is not None:
             event.set()
 
+    def queued(self, endpoint: str) -> None:
+        """Jobs were queued at the endpoint (here, or on another replica: NOTIFY)."""
+        self._queued_count[endpoint] = self._queued_count.get(endpoint, 0) + 1
+        self._empty.discard(endpoint)
+        self.wake(endpoint)
+
     def on_notify(self, channel: str, payload: str) -> None:
         if channel == JOB_QUEUED:
-            self.wake(payload)
+            self.queued(payload)
         elif channel == JOB_ENDED:
             for job_id in ended_ids(payload):
                 session = self._holding.get(job_id)
@@ -309,8 +324,8 @@ class Dispatcher:
                     self._spawn(self._stop_job(session, job_id))
 
     def on_gap(self) -> None:
-        for endpoint in self._wake:
-            self.wake(endpoint)
+        for endpoint in list(self._wake):
+            self.queued(endpoint)  # notifications may have been lost: the queue may hold jobs
 
     async def _stop_job(self, session: WorkerSession, job_id: str) -> None:
         status = await self._jobs.job_status(job_id)
@@ -335,8 +350,10 @@ class Dispatcher:
         replace_context(endpoint=endpoint)
         wake = self._wake[endpoint]
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(wake.wait(), self.settings.poll_interval_s)
+            except TimeoutError:
+                self._empty.discard(endpoint)  # the poll: look at the queue whatever the hint says
             wake.clear()
             try:
                 await self._dispatch(endpoint)
@@ -347,6 +364,9 @@ class Dispatcher:
 
     async def _dispatch(self, endpoint: str) -> None:
         """Fills free slots, one claim per worker, rotating so that load spreads over workers."""
+        if endpoint in self._empty:
+            return
+        queued_before = self._queued_count.get(endpoint, 0)
         sessions = self._by_endpoint.get(endpoint, deque())
         for _ in range(len(sessions)):
             if not sessions:
@@ -365,8 +385,11 @@ class Dispatcher:
                 claimed = await self._jobs.claim_jobs(endpoint, session.worker_id, wanted, lease_until, now)
             finally:
                 session.reserved -= wanted
+            self._observe.claimed(endpoint, len(claimed))
             self._hand_over(session, claimed, claim_started)
             if len(claimed) < wanted:
+                if self._queued_count.get(endpoint, 0) == queued_before:
+                    self._empty.add(endpoint)
                 return  # the queue is empty
 
     def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
@@ -392,7 +415,7 @@ class Dispatcher:
 
     def _unreserve(self, session: WorkerSession) -> None:
         session.reserved -= 1
-        self.wake(session.endpoint)  # the job was queued instead: the slot may claim it
+        self.queued(session.endpoint)  # the job was queued instead: the slot may claim it
 
     def _hand_over(
         self, session: WorkerSession, claimed: list[ClaimedJob], claim_started: int | None = None
