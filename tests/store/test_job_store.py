@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 from jobwire.server.clock import ManualClock
-from jobwire.server.model import JobStatus
+from jobwire.server.model import Job, JobStatus
 from jobwire.server.store import JobStore
 from store_fixtures import EP, new_job
 
@@ -61,6 +61,39 @@ async def test_claim_skips_jobs_past_their_ttl(store: JobStore, clock: ManualClo
     claimed = await store.claim_jobs(EP, "w1", 5, clock.now() + timedelta(seconds=30), clock.now())
     assert [c.job.id for c in claimed] == ["long"]
     assert await store.get_job(EP, "short", clock.now()) is None
+
+
+async def test_a_finish_hands_its_waiters_the_view_a_read_would_give(
+    store: JobStore, clock: ManualClock
+) -> None:
+    ended: dict[str, Job | None] = {}
+
+    def changed(job_id: str, view: Job | None) -> None:
+        ended[job_id] = view
+
+    store.on_changed(changed)
+    for i in range(4):
+        await store.enqueue_job(new_job(f"j{i}"), clock.now())
+    claimed = await store.claim_jobs(EP, "w1", 4, clock.now() + timedelta(seconds=30), clock.now())
+    clock.advance(seconds=2)
+    reports = [(b'{"n": 0}', None), (None, "boom"), (b'"two"', None), (None, None)]
+    finishes = [
+        store.finish_job(c.job.id, c.job.attempt, JobStatus.FAILED if error else JobStatus.COMPLETED,
+                         output, error, clock.now())
+        for c, (output, error) in zip(claimed, reports, strict=True)
+    ]  # fmt: skip
+    # The first alone (one job's statement), the others together (one statement for the batch).
+    assert await finishes[0]
+    assert await asyncio.gather(*finishes[1:]) == [True] * 3
+    for i in range(4):
+        read = await store.get_job(EP, f"j{i}", clock.now())
+        assert read is not None and read.status.is_terminal
+        assert ended[f"j{i}"] == read
+    assert ended["j1"] is not None and ended["j1"].error == "boom"
+    # A late report ends nothing and tells no one.
+    del ended["j0"]
+    assert not await store.finish_job("j0", 1, JobStatus.FAILED, None, "late", clock.now())
+    assert "j0" not in ended
 
 
 async def test_finish_is_fenced_by_attempt(store: JobStore, clock: ManualClock) -> None:

@@ -76,13 +76,9 @@ class JobApi:
         await self._admit(endpoint)
         wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
         key = _idempotency_key(request, context)
-        job = await self._service.submit(
-            endpoint,
-            convert.submission(request.job, key),
-            max_bytes=self._runsync_limit,
-            sync_wait_ms=wait_ms,
+        job = await self._service.run_sync(
+            endpoint, convert.submission(request.job, key), max_bytes=self._runsync_limit, wait_ms=wait_ms
         )
-        job = await self._service.wait_for_end(endpoint, job.id, wait_ms)
         return jobs_pb2.RunSyncResponse(job=convert.job(job, self._clock.now()))
 
     async def status(self, request: jobs_pb2.StatusRequest, context: CallContext) -> jobs_pb2.StatusResponse:

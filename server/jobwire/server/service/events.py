@@ -2,7 +2,8 @@
 
 Postgres NOTIFY (through the store's Listener) says "job X changed"; every waiter of X re-reads the job
 from the store. A wake-up is only a hint to look again, so a spurious one costs a query and a lost one
-costs at most the waiter's fallback interval.
+costs at most the waiter's fallback interval. When this process ended the job itself, the wake-up comes
+with the job's final view, which its waiters take instead of reading the job again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from jobwire.server.model import Job
 from jobwire.server.store.database import JOB_CHUNKS, JOB_ENDED, QUEUE_PURGED, ended_ids
 
 CHANNELS = (JOB_ENDED, JOB_CHUNKS, QUEUE_PURGED)
@@ -21,6 +23,8 @@ class JobEvents:
     def __init__(self) -> None:
         self._by_job: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._by_endpoint: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        #: Final views of watched jobs this process ended, kept while someone watches them.
+        self._ended: dict[str, Job] = {}
 
     @contextmanager
     def watch(self, endpoint: str, job_id: str) -> Iterator[asyncio.Event]:
@@ -34,6 +38,8 @@ class JobEvents:
         finally:
             _discard(self._by_job, job_id, event)
             _discard(self._by_endpoint, endpoint, event)
+            if job_id not in self._by_job:
+                self._ended.pop(job_id, None)
 
     def on_notify(self, channel: str, payload: str) -> None:
         if channel == QUEUE_PURGED:
@@ -44,9 +50,18 @@ class JobEvents:
         else:
             self._wake(self._by_job.get(payload, ()))
 
-    def on_changed(self, job_id: str) -> None:
-        """This process changed the job (see `JobStore.on_changed`): its waiters look again at once."""
-        self._wake(self._by_job.get(job_id, ()))
+    def on_changed(self, job_id: str, ended: Job | None = None) -> None:
+        """This process changed the job (see `JobStore.on_changed`): its waiters look again at once;
+        `ended`: the job's final view, this process having just ended it."""
+        events = self._by_job.get(job_id)
+        if events:
+            if ended is not None:
+                self._ended[job_id] = ended
+            self._wake(events)
+
+    def ended(self, job_id: str) -> Job | None:
+        """The final view of a watched job this process ended, if it did."""
+        return self._ended.get(job_id)
 
     def on_gap(self) -> None:
         """Notifications may have been lost: every waiter looks again."""

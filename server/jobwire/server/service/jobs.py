@@ -159,14 +159,33 @@ class JobService:
             raise NotFound(f"job {job_id!r} not found")
         return job
 
+    async def run_sync(
+        self, endpoint: Endpoint, submission: Submission, *, max_bytes: int, wait_ms: int
+    ) -> Job:
+        """Submits a job and waits for it as `wait_for_end` does. The waiter is registered before the
+        job exists, so no end can slip past it and the first look needs no read of the job."""
+        new_job = self._new_job(endpoint, submission, max_bytes=max_bytes, sync_wait_ms=wait_ms)
+        deadline = asyncio.get_running_loop().time() + wait_ms / 1000
+        with self._events.watch(endpoint.name, new_job.id) as changed:
+            job = await self._store.enqueue_job(new_job, self._clock.now())
+            if job.id == new_job.id:
+                return await self._until_end(endpoint, job, changed, deadline)
+        # The idempotency key was used by a live job: that job is the answer.
+        return await self.wait_for_end(endpoint, job.id, wait_ms)
+
     async def wait_for_end(self, endpoint: Endpoint, job_id: str, wait_ms: int) -> Job:
         """The job once it is terminal, or its current view when `wait_ms` passes first."""
         deadline = asyncio.get_running_loop().time() + wait_ms / 1000
         with self._events.watch(endpoint.name, job_id) as changed:
-            while True:
-                job = await self.status(endpoint, job_id)
-                if job.status.is_terminal or not await self._wait(changed, deadline):
-                    return job
+            return await self._until_end(endpoint, await self.status(endpoint, job_id), changed, deadline)
+
+    async def _until_end(self, endpoint: Endpoint, job: Job, changed: asyncio.Event, deadline: float) -> Job:
+        """Looks again at each change until the job is terminal or the deadline passed. A job this
+        process ended comes with its final view (see `JobEvents.ended`): no read then."""
+        while not job.status.is_terminal and await self._wait(changed, deadline):
+            ended = self._events.ended(job.id)
+            job = ended if ended is not None else await self.status(endpoint, job.id)
+        return job
 
     async def cancel(self, endpoint: Endpoint, job_id: str) -> Job:
         """Cancels a queued or running job; a job that already ended comes back unchanged."""

@@ -47,6 +47,9 @@ def _outbox(ended: str) -> str:
 
 
 # The output a view shows: the latest progress update while the job runs, its result afterwards.
+# The view columns of the rows a finish returns (its `done` CTE returns VIEW): the output is the report's.
+_DONE_VIEW = VIEW.replace("j.", "done.")
+
 _OUTPUT_JOIN = (
     "LEFT JOIN job_payloads p ON p.job_seq = j.seq "
     "AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END"
@@ -275,13 +278,13 @@ FINISH = sql(
     WITH done AS (
         UPDATE jobs j SET status = :status, error = :error, {_ENDED}
         WHERE j.id = :id AND j.attempt = :attempt AND j.status = 'IN_PROGRESS'
-        RETURNING j.seq, j.id, j.webhook
+        RETURNING j.seq, j.webhook, {VIEW}
     ), {_outbox("done")}, stored AS (
         INSERT INTO job_payloads (job_seq, kind, data)
         SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE CAST(:output AS bytea) IS NOT NULL
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
     )
-    SELECT id, pg_notify('{JOB_ENDED}', id) FROM done
+    SELECT {_DONE_VIEW}, pg_notify('{JOB_ENDED}', id) FROM done
     """
 )
 
@@ -298,7 +301,7 @@ FINISH_MANY = sql(
             deadline_at = NULL, retain_until = r.now + j.retention_ms * interval '1 millisecond'
         FROM reports r
         WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'IN_PROGRESS'
-        RETURNING j.seq, j.id, j.webhook, r.output, r.now
+        RETURNING j.seq, j.webhook, r.output, r.now, {VIEW}
     ), outbox AS (
         INSERT INTO webhook_deliveries (job_seq, url, next_attempt_at, created_at)
         SELECT seq, webhook, now, now FROM done WHERE webhook IS NOT NULL
@@ -312,7 +315,7 @@ FINISH_MANY = sql(
         ) numbered GROUP BY part
     )
     -- A SELECT in WITH runs only when referenced: the join makes the notifications go out.
-    SELECT done.id FROM done CROSS JOIN (SELECT count(*) FROM notified) sent
+    SELECT {_DONE_VIEW} FROM done CROSS JOIN (SELECT count(*) FROM notified) sent
     """
 )
 
@@ -489,6 +492,10 @@ class _Finish:
 
 
 def job_view(row: Any) -> Job:
+    return _view(row, row["output"])
+
+
+def _view(row: Any, output: bytes | None) -> Job:
     return Job(
         id=row["id"],
         endpoint=row["endpoint"],
@@ -500,7 +507,7 @@ def job_view(row: Any) -> Job:
         finished_at=row["finished_at"],
         worker_id=row["worker_id"],
         error=row["error"],
-        output=row["output"],
+        output=output,
     )
 
 
@@ -518,9 +525,11 @@ class JobStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._finishes: GroupCommit[_Finish, bool] = GroupCommit(self._finish_many, key=lambda f: f.job_id)
+        self._finishes: GroupCommit[_Finish, Job | None] = GroupCommit(
+            self._finish_many, key=lambda f: f.job_id
+        )
         self._queued_callbacks: list[Callable[[str], None]] = []
-        self._changed_callbacks: list[Callable[[str], None]] = []
+        self._changed_callbacks: list[Callable[[str, Job | None], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
         self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
             self._enqueue_many, key=lambda s: s[0].id
@@ -537,15 +546,17 @@ class JobStore:
         the local call lets a dispatcher with an idle worker claim without waiting for it."""
         self._queued_callbacks.append(callback)
 
-    def on_changed(self, callback: Callable[[str], None]) -> None:
-        """Calls `callback(job_id)` as soon as this process has ended a job or stored a chunk of it. As
-        with `on_queued`, NOTIFY tells every replica, but the local call spares this process's waiters
-        (runsync, status-sync, streams) the trip through Postgres and the LISTEN connection."""
+    def on_changed(self, callback: Callable[[str, Job | None], None]) -> None:
+        """Calls `callback(job_id, ended)` as soon as this process has ended a job (`ended`: its final
+        view, from the statement that ended it) or stored a chunk of it (`ended` None). As with
+        `on_queued`, NOTIFY tells every replica, but the local call spares this process's waiters
+        (runsync, status-sync, streams) the trip through Postgres and the LISTEN connection, and with
+        the view, the read of the job too."""
         self._changed_callbacks.append(callback)
 
-    def _changed(self, job_id: str) -> None:
+    def _changed(self, job_id: str, ended: Job | None = None) -> None:
         for callback in self._changed_callbacks:
-            callback(job_id)
+            callback(job_id, ended)
 
     def _queued(self, endpoint: str) -> None:
         for callback in self._queued_callbacks:
@@ -746,20 +757,21 @@ class JobStore:
         that arrive while another write is in flight are stored together in the next one."""
         if not status.is_terminal:
             raise ValueError(f"{status} is not a terminal state")
-        stored = await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
-        if stored:
-            self._changed(job_id)
-        return stored
+        ended = await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
+        if ended is not None:
+            self._changed(job_id, ended)
+        return ended is not None
 
-    async def _finish_many(self, results: list[_Finish]) -> list[bool | Exception]:
-        """Ends many running attempts in one statement; whether each was still the job's running one."""
+    async def _finish_many(self, results: list[_Finish]) -> list[Job | Exception | None]:
+        """Ends many running attempts in one statement; each job's final view, or None when the attempt
+        was no longer the job's running one."""
         if len(results) == 1:
             (r,) = results
             row = await self._one(
                 FINISH, id=r.job_id, attempt=r.attempt, status=str(r.status), output=r.output, error=r.error,
                 now=r.now,
             )  # fmt: skip
-            return [row is not None]
+            return [None if row is None else _view(row, r.output)]
         rows = await self._rows(
             FINISH_MANY,
             ids=[r.job_id for r in results],
@@ -769,8 +781,8 @@ class JobStore:
             errors=[r.error for r in results],
             nows=[r.now for r in results],
         )
-        ended = {row["id"] for row in rows}
-        return [r.job_id in ended for r in results]
+        ended = {row["id"]: row for row in rows}
+        return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
 
     async def close(self) -> None:
         """Stops the result writer (what it had not written yet is reported as cancelled)."""
