@@ -228,6 +228,17 @@ async def test_an_idempotency_key_returns_the_first_job(service: Running) -> Non
     assert health["jobs"]["inQueue"] == 2
 
 
+async def test_a_runsync_with_a_used_idempotency_key_waits_for_the_first_job(service: Running) -> None:
+    headers = {**service.headers(), "Idempotency-Key": "sync-7"}
+    first = (await service.http.post(f"/v2/{ENDPOINT}/run", json={"input": 1}, headers=headers)).json()
+    repeat = asyncio.ensure_future(
+        service.http.post(f"/v2/{ENDPOINT}/runsync?wait=30000", json={"input": 2}, headers=headers)
+    )
+    assert await complete_one(service, b'"first"') == first["id"]
+    answer = (await repeat).json()
+    assert (answer["id"], answer["status"], answer["output"]) == (first["id"], "COMPLETED", "first")
+
+
 async def test_status_ttl_shortens_retention_and_expired_jobs_are_pruned(
     service: Running, clock: ManualClock
 ) -> None:
