@@ -7,7 +7,7 @@ import asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 
 from jobwire.server.store import create_engine
 from jobwire.server.store.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
@@ -49,3 +49,21 @@ async def test_downgrade_to_base_and_up_again(empty_database_url: str) -> None:
         assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
+
+
+async def test_payloads_are_stored_uncompressed(empty_database_url: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url)
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT c.relname, a.attstorage::text FROM pg_attribute a "
+                    "JOIN pg_class c ON c.oid = a.attrelid "
+                    "WHERE c.relname IN ('job_payloads', 'job_chunks') AND a.attname = 'data'"
+                )
+            )
+            storage: dict[str, str] = {str(name): str(kind) for name, kind in rows.all()}
+    finally:
+        await engine.dispose()
+    assert storage == {"job_payloads": "e", "job_chunks": "e"}  # EXTERNAL: out of line, not compressed

@@ -625,8 +625,16 @@ class JobStore:
         connection) fails the whole batch, so then each job is inserted on its own: only the job at fault
         gets the error."""
         reservations = self._reserve_slots(submissions)
-        if len(submissions) == 1 and reservations[0] is None:
-            return [await self._insert_one(*submissions[0])]
+        if len(submissions) == 1:
+            # A lone job takes the one-row statements: the batch's arrays cost a copy of each input
+            # more (a 10 MB input: 78 ms in ENQUEUE_MANY against 41 ms in ENQUEUE).
+            (job, now), reservation = submissions[0], reservations[0]
+            if reservation is None:
+                return [await self._insert_one(job, now)]
+            try:
+                return [await self._insert_started(job, now, reservation)]
+            except Exception as error:  # this job's own error, for its caller alone
+                return [error]
         try:
             # Each parameter of ENQUEUE_MANY is the array of that parameter of the single ENQUEUE.
             rows = [self._insert_params(job, now) for job, now in submissions]
