@@ -23,8 +23,8 @@ class JobEvents:
     def __init__(self) -> None:
         self._by_job: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._by_endpoint: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        #: Final views of watched jobs this process ended, kept while someone watches them.
-        self._ended: dict[str, Job] = {}
+        #: Per watcher: the final view of its job, which this process ended while it watched.
+        self._ended: dict[asyncio.Event, Job] = {}
 
     @contextmanager
     def watch(self, endpoint: str, job_id: str) -> Iterator[asyncio.Event]:
@@ -38,8 +38,7 @@ class JobEvents:
         finally:
             _discard(self._by_job, job_id, event)
             _discard(self._by_endpoint, endpoint, event)
-            if job_id not in self._by_job:
-                self._ended.pop(job_id, None)
+            self._ended.pop(event, None)
 
     def on_notify(self, channel: str, payload: str) -> None:
         if channel == QUEUE_PURGED:
@@ -53,15 +52,17 @@ class JobEvents:
     def on_changed(self, job_id: str, ended: Job | None = None) -> None:
         """This process changed the job (see `JobStore.on_changed`): its waiters look again at once;
         `ended`: the job's final view, this process having just ended it."""
-        events = self._by_job.get(job_id)
-        if events:
-            if ended is not None:
-                self._ended[job_id] = ended
-            self._wake(events)
+        events = self._by_job.get(job_id, set())
+        if ended is not None:
+            # Handed to the watchers of this moment only: one that comes later (after a retry, say)
+            # must not take an old attempt's end for the job's.
+            for event in events:
+                self._ended[event] = ended
+        self._wake(events)
 
-    def ended(self, job_id: str) -> Job | None:
-        """The final view of a watched job this process ended, if it did."""
-        return self._ended.get(job_id)
+    def take_ended(self, watcher: asyncio.Event) -> Job | None:
+        """The final view of the watcher's job, if this process ended it since the watcher last looked."""
+        return self._ended.pop(watcher, None)
 
     def on_gap(self) -> None:
         """Notifications may have been lost: every waiter looks again."""

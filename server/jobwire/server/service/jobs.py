@@ -181,9 +181,9 @@ class JobService:
 
     async def _until_end(self, endpoint: Endpoint, job: Job, changed: asyncio.Event, deadline: float) -> Job:
         """Looks again at each change until the job is terminal or the deadline passed. A job this
-        process ended comes with its final view (see `JobEvents.ended`): no read then."""
+        process ended comes with its final view (see `JobEvents.take_ended`): no read then."""
         while not job.status.is_terminal and await self._wait(changed, deadline):
-            ended = self._events.ended(job.id)
+            ended = self._events.take_ended(changed)
             job = ended if ended is not None else await self.status(endpoint, job.id)
         return job
 
