@@ -19,10 +19,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_ENV = "BENCH_PROBE"
@@ -306,14 +306,23 @@ def first_start_cpu(
     return CpuSample.take(server_pid)
 
 
+class CountsJobs(Protocol):
+    """A client whose jobs live in the database under test (jobwire, procrastinate)."""
+
+    collector: ProbeCollector
+
+    async def remaining(self, conn: Any) -> int: ...
+
+    async def completed(self, conn: Any) -> int: ...
+
+
 async def wait_drained(
-    remaining: Callable[[], Awaitable[int]],
-    completed: Callable[[], Awaitable[int]],
+    client: CountsJobs,
+    conn: Any,
     target: int,
-    collector: ProbeCollector,
-    starts: int,
     limit_s: float,
-    check_alive: Callable[[], None],
+    workers: Processes,
+    starts: int = 0,
 ) -> int:
     """Waits until no job is left, then checks that `target` jobs completed; returns when it saw no job
     left (monotonic ns).
@@ -321,6 +330,7 @@ async def wait_drained(
     Until `starts` handlers have started it only watches the probes, so that a 20,000-job drain is not
     also a count over 20,000 queued rows every 50 ms in the database under test; then it asks the
     database every 5 ms (also when the probes stop short for half a second: a datagram may be lost)."""
+    collector = client.collector
     deadline = time.monotonic() + limit_s
     seen, quiet_since = -1, time.monotonic()
     while collector.count < starts and time.monotonic() - quiet_since < 0.5:
@@ -328,15 +338,15 @@ async def wait_drained(
             seen, quiet_since = collector.count, time.monotonic()
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {collector.count} of {starts} handlers started")
-        check_alive()
+        workers.check_alive()
         await asyncio.sleep(0.05)
-    while await remaining() > 0:
+    while await client.remaining(conn) > 0:
         if time.monotonic() > deadline:
             raise TimeoutError("jobs still unfinished")
-        check_alive()
+        workers.check_alive()
         await asyncio.sleep(0.005)
     seen = now_ns()
-    if (done := await completed()) < target:
+    if (done := await client.completed(conn)) < target:
         raise RuntimeError(f"only {done} of {target} jobs completed")
     return seen
 

@@ -7,20 +7,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# CPU per job (bench.common.CpuSample.per_job_ms), in the drain and steady tables.
+_CPU = [
+    ("cpu_ms_per_job", "CPU ms/job, machine"),
+    ("pg_cpu_ms_per_job", "of it Postgres"),
+    ("server_cpu_ms_per_job", "jobwire server"),
+]
+
 COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "drain": [
-        ("jobs_per_s", "jobs/s"),
-        ("cpu_ms_per_job", "CPU ms/job, machine"),
-        ("pg_cpu_ms_per_job", "of it Postgres"),
-        ("server_cpu_ms_per_job", "jobwire server"),
-    ],
+    "drain": [("jobs_per_s", "jobs/s"), *_CPU],
     "steady": [
         ("jobs_per_s", "jobs/s"),
         ("submit_p50_ms", "submit p50 ms"),
         ("submit_p99_ms", "submit p99 ms"),
-        ("cpu_ms_per_job", "CPU ms/job, machine"),
-        ("pg_cpu_ms_per_job", "of it Postgres"),
-        ("server_cpu_ms_per_job", "jobwire server"),
+        *_CPU,
     ],
     "latency": [
         ("dispatch_p50_ms", "dispatch p50"),

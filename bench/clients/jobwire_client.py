@@ -96,20 +96,6 @@ class Jobwire:
         )
         return int(value)
 
-    async def wait_completed(
-        self, conn: Any, target: int, limit_s: float, workers: Processes, starts: int = 0
-    ) -> int:
-        """Waits until no job is left, then checks that `target` completed (see `wait_drained`)."""
-        return await wait_drained(
-            lambda: self.remaining(conn),
-            lambda: self.completed(conn),
-            target,
-            self.collector,
-            starts,
-            limit_s,
-            workers.check_alive,
-        )
-
     def aio_stub(self) -> tuple[grpc.aio.Channel, jobs_pb2_grpc.JobServiceStub]:
         channel = grpc.aio.insecure_channel(self.c["grpc"], options=GRPC_OPTIONS)
         return channel, jobs_pb2_grpc.JobServiceStub(channel)
@@ -136,7 +122,7 @@ class Jobwire:
         try:
             before = await self.completed(conn)
             await self.submit_many(stub, jobs, 8, "warm")
-            await self.wait_completed(conn, before + jobs, 120, workers)
+            await wait_drained(self, conn, before + jobs, 120, workers)
         finally:
             workers.stop()
 
@@ -154,7 +140,7 @@ class Jobwire:
             workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
             try:
                 cpu0 = first_start_cpu(self.collector, self.c["server_pid"], workers)
-                end = await self.wait_completed(conn, base + n, 900, workers, starts=n)
+                end = await wait_drained(self, conn, base + n, 900, workers, starts=n)
                 cpu1 = CpuSample.take(self.c["server_pid"])
             finally:
                 workers.stop()

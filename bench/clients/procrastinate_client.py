@@ -75,20 +75,6 @@ class Procrastinate:
         row = await cur.fetchone()
         return int(row[0])
 
-    async def wait_completed(
-        self, conn: Any, target: int, limit_s: float, workers: Processes, starts: int = 0
-    ) -> int:
-        """Waits until no job is left, then checks that `target` succeeded (see `wait_drained`)."""
-        return await wait_drained(
-            lambda: self.remaining(conn),
-            lambda: self.completed(conn),
-            target,
-            self.collector,
-            starts,
-            limit_s,
-            workers.check_alive,
-        )
-
     async def submit_many(self, count: int, concurrency: int, prefix: str) -> float:
         counter = iter(range(count))
         started = now_ns()
@@ -105,7 +91,7 @@ class Procrastinate:
         try:
             before = await self.completed(conn)
             await self.submit_many(jobs, 8, "warm")
-            await self.wait_completed(conn, before + jobs, 120, workers)
+            await wait_drained(self, conn, before + jobs, 120, workers)
         finally:
             workers.stop()
 
@@ -119,7 +105,7 @@ class Procrastinate:
             workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
             try:
                 cpu0 = first_start_cpu(self.collector, None, workers)
-                end = await self.wait_completed(conn, base + n, 900, workers, starts=n)
+                end = await wait_drained(self, conn, base + n, 900, workers, starts=n)
                 cpu1 = CpuSample.take()
             finally:
                 workers.stop()
