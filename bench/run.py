@@ -364,7 +364,7 @@ def environment(run: Run, case: Case) -> Iterator[dict[str, Any]]:
 
 #: The case's statements, most execution time first (lock waits included; commits' WAL flushes not).
 STATEMENTS = """
-    SELECT calls, round(total_exec_time::numeric, 1) AS ms, rows,
+    SELECT calls, round(total_exec_time::numeric, 1) AS ms, round(max_exec_time::numeric, 1) AS max_ms, rows,
            left(regexp_replace(query, '\\s+', ' ', 'g'), 200) AS query
     FROM pg_stat_statements
     WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -376,7 +376,7 @@ STATEMENTS = """
 def statement_stats(run: Run, case: Case, db: str) -> Iterator[None]:
     """`--pg-statements`: what the case asked of Postgres, per statement (calls, total ms, rows), written
     next to the results. The profile of the server says where its CPU goes; this says what each job
-    costs the database."""
+    costs the database; the longest call tells a lock wait or an outlier from a steady cost."""
     if not run.args.pg_statements:
         yield
         return
@@ -390,8 +390,8 @@ def statement_stats(run: Run, case: Case, db: str) -> Iterator[None]:
         return
     yield
     rows = asyncio.run(run.pg.fetch(STATEMENTS, database=db))
-    lines = [f"{'calls':>8} {'total ms':>10} {'rows':>8}  statement"]
-    lines += [f"{r['calls']:>8} {r['ms']:>10} {r['rows']:>8}  {r['query']}" for r in rows]
+    lines = [f"{'calls':>8} {'total ms':>10} {'max ms':>8} {'rows':>8}  statement"]
+    lines += [f"{r['calls']:>8} {r['ms']:>10} {r['max_ms']:>8} {r['rows']:>8}  {r['query']}" for r in rows]
     out.write_text("\n".join(lines) + "\n")
 
 

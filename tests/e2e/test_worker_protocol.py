@@ -89,25 +89,25 @@ async def test_a_worker_never_holds_more_jobs_than_its_slots(service: Running) -
     w.close()
 
 
-async def test_credits_count_up_to_the_slots_and_at_most_one_prefetched_job_per_slot(
+async def test_credits_count_up_to_the_slots_and_at_most_three_prefetched_jobs_per_slot(
     service: Running,
 ) -> None:
-    jobs = [await submit(service) for _ in range(4)]
-    w = worker(service, slots=1, prefetch=5)  # the server allows prefetch up to 1 per slot
+    jobs = [await submit(service) for _ in range(6)]
+    w = worker(service, slots=1, prefetch=5)  # the server allows prefetch up to 3 per slot
     await w.start()
     first = await w.assignment()
     assert first.job_id == jobs[0]  # the Hello's slots are the first credits: prefetch is asked for
-    # Outstanding credits count up to slots + prefetch = 2 (not 6, not 10), whatever the worker asks.
+    # Outstanding credits count up to slots + prefetch = 4 (not 6, not 10), whatever the worker asks.
     w.send(credit=worker_pb2.Credit(slots=10))
-    assert [(await w.assignment()).job_id for _ in range(2)] == jobs[1:3]
-    held = [(await status(service, job_id))["status"] for job_id in jobs[:3]]
-    assert held == ["IN_PROGRESS"] * 3
+    assert [(await w.assignment()).job_id for _ in range(4)] == jobs[1:5]
+    held = [(await status(service, job_id))["status"] for job_id in jobs[:5]]
+    assert held == ["IN_PROGRESS"] * 5
     nothing = asyncio.ensure_future(w.read())
     await asyncio.sleep(0.1)
     assert not nothing.done()
     w.result(first, b"1")  # and a credit
     message = await nothing
-    assert message.assign.job_id == jobs[3]
+    assert message.assign.job_id == jobs[5]
     await until(service, first.job_id, "COMPLETED")
     w.close()
 

@@ -81,28 +81,28 @@ async def test_auto_asks_for_prefetched_jobs_once_a_fast_job_ended(
     worker = make_worker(handler, address, concurrency=2, prefetch="auto")
     async with running(worker):
         stream = await service.stream()
-        assert stream.hello.prefetch == 2  # the most it may ask for: one per slot
+        assert stream.hello.prefetch == 6  # the most it may ask for: three per slot
         stream.assign("a")
-        # A handler this fast leaves each slot waiting on the server: it asks for a's slot and 2 more
-        # (and nothing before: with more, the count would pass 3 and never come back to it).
-        await stream.until(lambda s: s.has_result("a") and s.credits() == 3)
+        # A handler this fast leaves each slot waiting on the server: it asks for a's slot and 6 more
+        # (and nothing before: with more, the count would pass 7 and never come back to it).
+        await stream.until(lambda s: s.has_result("a") and s.credits() == 7)
 
 
 def test_auto_prefetches_for_fast_handlers_and_not_for_slow_ones() -> None:
     fast, slow, medium = Prefetch(4, "auto"), Prefetch(4, "auto"), Prefetch(4, "auto")
-    assert fast.wanted == 0 and fast.limit == 4  # nothing known yet
+    assert fast.wanted == 0 and fast.limit == 12  # nothing known yet; then at most three per slot
     fast.observe(0.0001)
     slow.observe(2.0)  # a GPU job of seconds: a prefetched job would only wait behind it
     medium.observe(ROUND_TRIP_S * 2)  # two round trips: 4 slots x 1/2 = 2 jobs cover one round trip
-    assert (fast.wanted, slow.wanted, medium.wanted) == (4, 0, 2)
+    assert (fast.wanted, slow.wanted, medium.wanted) == (12, 0, 2)
     for _ in range(30):  # the handler slowed down: the prefetch follows the moving average
         fast.observe(2.0)
     assert fast.wanted == 0
 
 
 def test_a_fixed_prefetch_holds_and_is_checked() -> None:
-    assert Prefetch(3, 2).wanted == 2 and Prefetch(3, 0).limit == 0
-    for bad in (-1, 4, True, "lots"):
+    assert Prefetch(3, 9).wanted == 9 and Prefetch(3, 0).limit == 0
+    for bad in (-1, 10, True, "lots"):
         with pytest.raises(ValueError, match="prefetch must be"):
             Worker(lambda job: None, endpoint="ep", key="wk", concurrency=3, prefetch=bad)  # type: ignore[arg-type]
 

@@ -204,7 +204,7 @@ class Hello(_message.Message):
     prefetch: _builtins.int
     """How many jobs beyond `slots` the worker may hold while they wait for a free slot (prefetch), so
     that the next job is already there when a slot frees. The server sends at most slots + prefetch
-    jobs at once (prefetch counts up to `slots`), as the worker's Credits allow: the Hello's
+    jobs at once (prefetch counts up to 3 x `slots`), as the worker's Credits allow: the Hello's
     `slots` are the first credits, and a worker asks for prefetched jobs with more. 0: none.
     """
     @_builtins.property

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from jobwire.worker._entry import run_worker
 from jobwire.worker._errors import WorkerError, WorkerRecycle, WorkerRejected
-from jobwire.worker._prefetch import PrefetchSetting
+from jobwire.worker._prefetch import MAX_PER_SLOT, PrefetchSetting
 from jobwire.worker._runner import Handler
 
 EXIT_RECYCLE = 75  # EX_TEMPFAIL: restart me
@@ -62,7 +62,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         type=_prefetch,
         default="auto",
         help="jobs held beyond --concurrency while they wait for a slot: auto (for fast handlers only), "
-        "or 0 to --concurrency (default: auto)",
+        "or 0 to 3 x --concurrency (default: auto)",
     )
     parser.add_argument("--worker-id", help="default: hostname-pid-random")
     parser.add_argument(
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.key:
         parser.error(f"--key or ${KEY_ENV} is required")
-    if args.prefetch != "auto" and args.prefetch > args.concurrency:
-        parser.error("--prefetch cannot exceed --concurrency (at most one waiting job per slot)")
+    if args.prefetch != "auto" and args.prefetch > MAX_PER_SLOT * args.concurrency:
+        parser.error(f"--prefetch cannot exceed {MAX_PER_SLOT} x --concurrency (waiting jobs per slot)")
     # The handler's module is looked up from the working directory, as `python -m` does.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -61,9 +61,9 @@ class Worker:
     - `concurrency`: how many jobs run at once (the slots announced to the server).
     - `prefetch`: how many jobs to hold beyond them, waiting for a free slot, so that a slot that frees
       finds its next job there instead of asking the server and waiting for it. "auto" (the default)
-      prefetches only while handlers run for less than a few dispatch round trips (fast jobs), up to one
-      job per slot, and nothing for slow ones (a GPU job of seconds); 0 never; a number from 0 to
-      `concurrency` fixes it. A prefetched job's execution timeout runs while it waits.
+      prefetches only while handlers run for less than a few dispatch round trips (fast jobs), up to three
+      jobs per slot, and nothing for slow ones (a GPU job of seconds); 0 never; a number from 0 to
+      3 x `concurrency` fixes it. A prefetched job's execution timeout runs while it waits.
     - `worker_id`: stable across reconnects; defaults to `hostname-pid-random`.
     - `return_aggregate_stream`: a generator's final output is the list of everything it yielded
       (otherwise `[]`, as with Runpod).

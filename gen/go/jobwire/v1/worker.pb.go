@@ -424,7 +424,7 @@ type Hello struct {
 	AcceptsBatches bool `protobuf:"varint,6,opt,name=accepts_batches,json=acceptsBatches,proto3" json:"accepts_batches,omitempty"`
 	// How many jobs beyond `slots` the worker may hold while they wait for a free slot (prefetch), so
 	// that the next job is already there when a slot frees. The server sends at most slots + prefetch
-	// jobs at once (prefetch counts up to `slots`), as the worker's Credits allow: the Hello's
+	// jobs at once (prefetch counts up to 3 x `slots`), as the worker's Credits allow: the Hello's
 	// `slots` are the first credits, and a worker asks for prefetched jobs with more. 0: none.
 	Prefetch uint32 `protobuf:"varint,7,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 }
