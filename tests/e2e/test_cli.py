@@ -32,6 +32,14 @@ async def test_worker_command_delegates_to_the_sdk() -> None:
     assert code == 0 and "MODULE:FUNCTION" in out and "--concurrency" in out
 
 
+async def test_commands_run_on_the_chosen_event_loop_and_refuse_an_unknown_one(database_url: str) -> None:
+    db = ["--database-url", database_url]
+    for choice in ("asyncio", "uvloop"):  # the suite itself runs on uvloop (conftest): asyncio too
+        assert (await jobwire("endpoint", "list", *db, env={"JOBWIRE_EVENT_LOOP": choice}))[0] == 0
+    code, _, err = await jobwire("endpoint", "list", *db, env={"JOBWIRE_EVENT_LOOP": "trio"})
+    assert code == 2 and "JOBWIRE_EVENT_LOOP must be one of auto, uvloop, asyncio" in err
+
+
 async def test_migrate_then_manage_endpoints_and_keys(empty_database_url: str) -> None:
     db = ["--database-url", empty_database_url]
     code, _, err = await jobwire("endpoint", "create", "demo", *db)

@@ -35,7 +35,9 @@ def check_prefetch(value: PrefetchSetting, slots: int) -> None:
         return
     most = MAX_PER_SLOT * slots
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-        raise ValueError(f"prefetch must be 'auto' or a whole number from 0 to {MAX_PER_SLOT} x concurrency ({most})")
+        raise ValueError(
+            f"prefetch must be 'auto' or a whole number from 0 to {MAX_PER_SLOT} x concurrency ({most})"
+        )
 
 
 class Prefetch:
@@ -59,7 +61,9 @@ class Prefetch:
             return self._fixed
         if self._mean_s is None:
             return 0
-        return min(MAX_PER_SLOT * self._slots, math.floor(self._slots * ROUND_TRIP_S / max(self._mean_s, 1e-6)))
+        return min(
+            MAX_PER_SLOT * self._slots, math.floor(self._slots * ROUND_TRIP_S / max(self._mean_s, 1e-6))
+        )
 
     def observe(self, seconds: float) -> None:
         """A handler ran for `seconds`."""

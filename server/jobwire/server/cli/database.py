@@ -17,6 +17,7 @@ import typer
 from jobwire.server.cli.output import EXIT_FAILED, EXIT_USAGE, err
 from jobwire.server.config import Settings
 from jobwire.server.errors import JobwireError
+from jobwire.server.loop import loop_factory
 
 if TYPE_CHECKING:
     from jobwire.server.service.admin import AdminService
@@ -69,12 +70,19 @@ async def admin_service(settings: Settings) -> AsyncIterator[AdminService]:
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
-    """Runs a coroutine; domain errors become a message on stderr and exit code 1, an unmigrated
-    database exit code 2."""
+    """Runs a coroutine on the event loop `jobwire.server.loop` chooses (uvloop where installed); domain
+    errors become a message on stderr and exit code 1, an unmigrated database or an unknown
+    JOBWIRE_EVENT_LOOP exit code 2."""
     from jobwire.server.app import DatabaseNotMigrated
 
     try:
-        return asyncio.run(_guard(work))
+        new_loop = loop_factory()
+    except (ValueError, ImportError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(_guard(work))
     except JobwireError as error:
         err.print(f"[red]error:[/red] {error.message}")
         raise typer.Exit(EXIT_FAILED) from None
