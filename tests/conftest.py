@@ -29,7 +29,6 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from jobwire.server.embedded import EmbeddedPostgres, fast_unsafe_settings
-from jobwire.server.loop import LoopFactory, loop_factory
 
 TEMPLATE_DB = "jobwire_template"
 
@@ -146,8 +145,3 @@ async def empty_database_url(pg_url: str) -> AsyncIterator[str]:
 # The running-service fixtures (`jobwire`), shared by e2e and compat tests.
 pytest_plugins = ["server_fixtures"]
 
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, LoopFactory]:
-    """Every async test runs on the event loop the server runs on in production (uvloop where it is
-    installed; JOBWIRE_EVENT_LOOP=asyncio runs the suite on asyncio's own)."""
-    return {"loop": loop_factory()}

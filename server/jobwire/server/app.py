@@ -175,7 +175,10 @@ class JobwireServer:
         await self._start_grpc()
         await self._start_http()
         self.started.set()
-        log.info("jobwire serving gRPC on %s and HTTP on %s", self.grpc_target, self.http_url)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" or "asyncio"
+        log.info(
+            "jobwire serving gRPC on %s and HTTP on %s (event loop: %s)", self.grpc_target, self.http_url, loop
+        )
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
