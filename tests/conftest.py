@@ -144,4 +144,3 @@ async def empty_database_url(pg_url: str) -> AsyncIterator[str]:
 
 # The running-service fixtures (`jobwire`), shared by e2e and compat tests.
 pytest_plugins = ["server_fixtures"]
-

@@ -177,7 +177,10 @@ class JobwireServer:
         self.started.set()
         loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" or "asyncio"
         log.info(
-            "jobwire serving gRPC on %s and HTTP on %s (event loop: %s)", self.grpc_target, self.http_url, loop
+            "jobwire serving gRPC on %s and HTTP on %s (event loop: %s)",
+            self.grpc_target,
+            self.http_url,
+            loop,
         )
 
     async def _start_grpc(self) -> None:
