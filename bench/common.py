@@ -345,10 +345,10 @@ async def wait_drained(
             raise TimeoutError("jobs still unfinished")
         workers.check_alive()
         await asyncio.sleep(0.005)
-    seen = now_ns()
+    drained_at = now_ns()
     if (done := await client.completed(conn)) < target:
         raise RuntimeError(f"only {done} of {target} jobs completed")
-    return seen
+    return drained_at
 
 
 # --- worker processes ------------------------------------------------------------------------------------

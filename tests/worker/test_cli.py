@@ -124,3 +124,13 @@ def test_main_reports_a_handler_that_does_not_load(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: jobwire worker") and "cannot load the handler" in err
+
+
+@pytest.mark.parametrize("prefetch", ["7", "-1"])
+def test_a_prefetch_out_of_range_is_a_usage_error(prefetch: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["m:f", "--endpoint", "ep", "--key", "k", "--concurrency", "2", "--prefetch", prefetch])
+    assert exit_.value.code == 2
+    assert "--prefetch: prefetch must be 'auto' or a whole number from 0 to 3 x concurrency (6)" in (
+        capsys.readouterr().err
+    )

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from jobwire.worker._entry import run_worker
 from jobwire.worker._errors import WorkerError, WorkerRecycle, WorkerRejected
-from jobwire.worker._prefetch import MAX_PER_SLOT, PrefetchSetting
+from jobwire.worker._prefetch import PrefetchSetting, check_prefetch
 from jobwire.worker._runner import Handler
 
 EXIT_RECYCLE = 75  # EX_TEMPFAIL: restart me
@@ -35,15 +35,13 @@ def _positive(text: str) -> int:
 
 
 def _prefetch(text: str) -> PrefetchSetting:
+    """The text as a setting; its range (it depends on --concurrency) is `check_prefetch`'s."""
     if text == "auto":
         return "auto"
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError("must be auto or a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be auto or at least 0")
-    return value
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -102,8 +100,10 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.key:
         parser.error(f"--key or ${KEY_ENV} is required")
-    if args.prefetch != "auto" and args.prefetch > MAX_PER_SLOT * args.concurrency:
-        parser.error(f"--prefetch cannot exceed {MAX_PER_SLOT} x --concurrency (waiting jobs per slot)")
+    try:
+        check_prefetch(args.prefetch, args.concurrency)
+    except ValueError as error:
+        parser.error(f"--prefetch: {error}")
     # The handler's module is looked up from the working directory, as `python -m` does.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
