@@ -102,7 +102,7 @@ async def claim_and(
     jobwire: Running, status: JobStatus | None, output: bytes | None = None, error: str | None = None
 ) -> str:
     """Plays a worker through the store: claims the oldest job and, unless status is None, ends it."""
-    store = JobStore(jobwire.server.engine)
+    store = JobStore(jobwire.server.database)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w-test", 1, now + timedelta(seconds=30), now)
     if status is not None:

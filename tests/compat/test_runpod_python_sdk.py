@@ -51,7 +51,7 @@ async def test_run_status_cancel_health_purge(runpod: Any, jobwire: Running) -> 
 async def test_output_of_a_completed_job(runpod: Any, jobwire: Running) -> None:
     ep = endpoint(runpod, jobwire)
     job = await asyncio.to_thread(ep.run, {"input": {"a": 1, "b": 2}})
-    store = JobStore(jobwire.server.engine)
+    store = JobStore(jobwire.server.database)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
     assert claimed.input == b'{"a": 1, "b": 2}'  # as the SDK wrote it

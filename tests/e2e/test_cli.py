@@ -115,15 +115,15 @@ async def test_dev_starts_an_embedded_postgres_and_prints_a_working_key(tmp_path
 async def test_endpoint_secret_prints_the_webhook_signing_secret_and_show_never_does(
     database_url: str,
 ) -> None:
-    from jobwire.server.store import AdminStore, create_engine
+    from jobwire.server.store import AdminStore, Database
 
     db = ["--database-url", database_url]
     assert (await jobwire("endpoint", "create", "demo", "--max-attempts", "5", *db))[0] == 0
-    engine = create_engine(database_url, pool_size=1)
+    database = Database(database_url, pool_size=1)
     try:
-        stored = await AdminStore(engine).get_endpoint("demo")
+        stored = await AdminStore(database).get_endpoint("demo")
     finally:
-        await engine.dispose()
+        await database.dispose()
     assert stored is not None and stored.webhook_secret
 
     # The bare secret on stdout, the one that signs the endpoint's deliveries.

@@ -107,7 +107,7 @@ async def test_stream_replays_then_follows_and_ends_with_the_final_view(jobwire:
     run = await jobwire.stub.Run(
         jobs_pb2.RunRequest(endpoint_id=ENDPOINT, job=submission()), metadata=jobwire.metadata()
     )
-    store = JobStore(jobwire.server.engine)
+    store = JobStore(jobwire.server.database)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
     attempt = claimed.job.attempt

@@ -67,7 +67,7 @@ async def test_input_reaches_the_worker_byte_exact(jobwire: Running) -> None:
         f"/v2/{ENDPOINT}/run", content=raw, headers={**jobwire.headers(), "Content-Type": "application/json"}
     )
     assert response.status_code == 200
-    store = JobStore(jobwire.server.engine)
+    store = JobStore(jobwire.server.database)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
     assert json.loads(claimed.input) == {"n": 18446744073709551617, "f": 2.5, "s": "é"}
@@ -149,7 +149,7 @@ async def test_retry_only_from_failed_or_timed_out(jobwire: Running) -> None:
 
 async def test_stream_read_returns_new_chunks_once(jobwire: Running) -> None:
     job_id = (await run(jobwire)).json()["id"]
-    store = JobStore(jobwire.server.engine)
+    store = JobStore(jobwire.server.database)
     now = datetime.now(UTC)
     (claimed,) = await store.claim_jobs(ENDPOINT, "w", 1, now + timedelta(seconds=30), now)
     for seq, text in enumerate(["tok1", "tok2"], start=1):

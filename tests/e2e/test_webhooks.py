@@ -87,7 +87,7 @@ async def service(database_url: str, clock: ManualClock) -> AsyncIterator[Runnin
 
 async def settled(service: Running, job_id: str, attempts: int) -> DeliveryState:
     """Waits until the sender has recorded the outcome of attempt `attempts` (so the clock may move)."""
-    store = WebhookStore(service.server.engine)
+    store = WebhookStore(service.server.database)
     while True:
         states = await store.states(ENDPOINT, job_id)
         if not states:  # the worker's result is not stored yet

@@ -1,4 +1,4 @@
-"""Fixtures of the store tests: an engine on the test's own database, a manual clock, and a job store
+"""Fixtures of the store tests: the test's own database, a manual clock, and a job store
 with endpoints `ep` and `other`."""
 
 from __future__ import annotations
@@ -6,18 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.clock import ManualClock
-from jobwire.server.store import AdminStore, JobStore, create_engine
+from jobwire.server.store import AdminStore, Database, JobStore
 from store_fixtures import EP, OTHER
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
+async def db(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture
@@ -26,10 +25,10 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine, clock: ManualClock) -> AsyncIterator[JobStore]:
-    admin = AdminStore(engine)
+async def store(db: Database, clock: ManualClock) -> AsyncIterator[JobStore]:
+    admin = AdminStore(db)
     for name in (EP, OTHER):
         await admin.create_endpoint(name, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3})
-    store = JobStore(engine)
+    store = JobStore(db)
     yield store
     await store.close()

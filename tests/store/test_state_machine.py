@@ -7,11 +7,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.model import TRANSITIONS, JobStatus, NewJob, Priority
-from jobwire.server.store import AdminStore, JobStore
+from jobwire.server.store import AdminStore, Database, JobStore
 
 EP = "ep"
 S = JobStatus
@@ -66,12 +65,12 @@ PAIRS = [(a, b) for a, b in itertools.product(S, S) if a is not b and (a, b) != 
 
 
 @pytest.mark.parametrize(("start", "target"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
-async def test_transition(engine: AsyncEngine, start: JobStatus, target: JobStatus) -> None:
+async def test_transition(db: Database, start: JobStatus, target: JobStatus) -> None:
     clock = ManualClock()
-    await AdminStore(engine).create_endpoint(
+    await AdminStore(db).create_endpoint(
         EP, clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
     )
-    store = JobStore(engine)
+    store = JobStore(db)
     await _put_in(store, clock, "j", start)
     moved = await _attempts(store, clock)[target]("j")
     assert moved == ((start, target) in TRANSITIONS)

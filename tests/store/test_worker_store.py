@@ -6,27 +6,26 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.store import (
     AdminStore,
+    Database,
     WorkerCounts,
     WorkerPresence,
     WorkerRow,
     WorkerStore,
-    create_engine,
 )
 
 
 @pytest.fixture
 async def workers(database_url: str) -> AsyncIterator[WorkerStore]:
-    engine: AsyncEngine = create_engine(database_url)
-    await AdminStore(engine).create_endpoint(
+    db = Database(database_url)
+    await AdminStore(db).create_endpoint(
         "ep", ManualClock().now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
     )
-    yield WorkerStore(engine)
-    await engine.dispose()
+    yield WorkerStore(db)
+    await db.dispose()
 
 
 def row(worker_id: str, session: str = "s1", slots: int = 2) -> WorkerRow:

@@ -36,11 +36,11 @@ from jobwire.server.service.limits import LimitSettings, RateLimiter
 from jobwire.server.service.webhooks import Pruner, WebhookSender, WebhookSettings
 from jobwire.server.store import (
     AdminStore,
+    Database,
     JobStore,
     Listener,
     WebhookStore,
     WorkerStore,
-    create_engine,
     libpq_dsn,
 )
 from jobwire.server.store.database import JOB_QUEUED
@@ -115,20 +115,18 @@ class JobwireServer:
         self.settings = settings
         self.database_url = database_url
         self.clock = clock or SystemClock()
-        self.engine = create_engine(database_url)
+        self.database = db = Database(database_url)
         self.events = JobEvents()
         # Observability (issue 6): this server's metrics registry and tracer (traces only when configured).
         self.observability = obs = observability or Observability.from_env()
-        self.admin = AdminService(AdminStore(self.engine), self.clock)
-        self.auth = Authenticator(AdminStore(self.engine), self.clock)
-        store, workers = JobStore(self.engine), WorkerStore(self.engine)
+        self.admin = AdminService(AdminStore(db), self.clock)
+        self.auth = Authenticator(AdminStore(db), self.clock)
+        store, workers = JobStore(db), WorkerStore(db)
         store.on_changed(self.events.on_changed)
-        self.jobs = JobService(
-            store, self.events, self.clock, job_settings, workers, ListingStore(self.engine)
-        )
+        self.jobs = JobService(store, self.events, self.clock, job_settings, workers, ListingStore(db))
         self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings, obs.dispatch)
         self.limiter = RateLimiter(
-            LimitStore(self.engine),
+            LimitStore(db),
             workers,
             self.clock,
             limit_settings,
@@ -138,13 +136,13 @@ class JobwireServer:
         self.rpcs = rpcs_of(SERVICE, JobApi(self.jobs, self.auth, self.clock, self.limiter), obs.rpc)
         self.worker_rpcs = rpcs_of(WORKER_SERVICE, WorkerApi(self.dispatcher, self.auth), obs.rpc)
         # Observability: the scrape-time gauges read the job figures from Postgres and the sessions here.
-        stats = StatsStore(self.engine)
+        stats = StatsStore(db)
         obs.watch(lambda: stats.endpoint_stats(self.clock.now()), lambda: self.dispatcher.sessions)
         self.http_workers = HttpWorkers(self.dispatcher, store, http_worker_settings)
         self.webhooks = WebhookSender(
-            WebhookStore(self.engine), self.clock, webhook_settings, on_attempt=obs.metrics.webhook_delivered
+            WebhookStore(db), self.clock, webhook_settings, on_attempt=obs.metrics.webhook_delivered
         )
-        self.pruner = Pruner(WebhookStore(self.engine), self.clock)
+        self.pruner = Pruner(WebhookStore(db), self.clock)
         self._listener = Listener(
             libpq_dsn(database_url), (*CHANNELS, JOB_QUEUED), self._on_notify, self._on_gap
         )
@@ -166,7 +164,7 @@ class JobwireServer:
 
     async def start(self) -> None:
         migrate = self.settings.migrate if self.settings.migrate is not None else False
-        await ensure_migrated(self.engine, self.database_url, migrate)
+        await ensure_migrated(self.database.engine, self.database_url, migrate)
         await self._listener.start()
         await self.dispatcher.start()
         await self.webhooks.start()
@@ -254,7 +252,7 @@ class JobwireServer:
         await self.pruner.stop()
         await self.limiter.stop()
         await self._listener.stop()
-        await self.engine.dispose()
+        await self.database.dispose()
         self.observability.shutdown()  # flushes pending spans
 
     async def wait_closed(self) -> None:

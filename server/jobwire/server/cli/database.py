@@ -58,15 +58,15 @@ async def admin_service(settings: Settings) -> AsyncIterator[AdminService]:
     from jobwire.server.app import ensure_migrated
     from jobwire.server.clock import SystemClock
     from jobwire.server.service.admin import AdminService
-    from jobwire.server.store import AdminStore, create_engine
+    from jobwire.server.store import AdminStore, Database
 
     async with database(settings) as (url, embedded):
-        engine = create_engine(url, pool_size=1)
+        db = Database(url, pool_size=1)
         try:
-            await ensure_migrated(engine, url, migrate=embedded)
-            yield AdminService(AdminStore(engine), SystemClock())
+            await ensure_migrated(db.engine, url, migrate=embedded)
+            yield AdminService(AdminStore(db), SystemClock())
         finally:
-            await engine.dispose()
+            await db.dispose()
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:

@@ -82,7 +82,7 @@ def dev(
     async def work() -> None:
         async with database(settings) as (url, _):
             server = JobwireServer(settings, url)
-            await ensure_migrated(server.engine, url, migrate=True)
+            await ensure_migrated(server.database.engine, url, migrate=True)
             await server.admin.ensure_endpoint(endpoint)
             created = await server.admin.create_key(Role.CLIENT, endpoint)
             worker_key = await server.admin.create_key(Role.WORKER, endpoint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobwire.server.store.admin import AdminStore
-from jobwire.server.store.database import create_engine, libpq_dsn
+from jobwire.server.store.database import Database, create_engine, libpq_dsn
 from jobwire.server.store.jobs import ClaimedJob, JobStore
 from jobwire.server.store.listener import Listener
 from jobwire.server.store.webhooks import Delivery, WebhookStore
@@ -12,6 +12,7 @@ from jobwire.server.store.workers import WorkerCounts, WorkerPresence, WorkerRow
 __all__ = [
     "AdminStore",
     "ClaimedJob",
+    "Database",
     "Delivery",
     "JobStore",
     "Listener",

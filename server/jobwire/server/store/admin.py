@@ -9,11 +9,10 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.errors import AlreadyExists
 from jobwire.server.model import ApiKey, Endpoint, RateLimit, Role
-from jobwire.server.store.database import transaction
+from jobwire.server.store.database import Database
 from jobwire.server.store.tables import api_keys, endpoints
 
 #: Endpoint settings an operator may change (`endpoint create` / `endpoint set`), as column names.
@@ -73,8 +72,8 @@ def _key(row: Any) -> ApiKey:
 class AdminStore:
     """Endpoints and API keys in Postgres."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def create_endpoint(
         self, name: str, now: datetime, settings: Mapping[str, Any], webhook_secret: str | None = None
@@ -86,7 +85,7 @@ class AdminStore:
             **_columns(settings),
         )
         try:
-            async with transaction(self._engine) as conn:
+            async with self._db.transaction() as conn:
                 row = (await conn.execute(statement.returning(*endpoints.c))).one()
         except IntegrityError as error:
             raise AlreadyExists(f"endpoint {name!r} already exists") from error
@@ -95,23 +94,23 @@ class AdminStore:
     async def update_endpoint(self, name: str, settings: Mapping[str, Any]) -> Endpoint | None:
         """Changes the given settings; None when there is no such endpoint."""
         statement = update(endpoints).where(endpoints.c.name == name).values(**_columns(settings))
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(statement.returning(*endpoints.c))).first()
         return None if row is None else _endpoint(row)
 
     async def get_endpoint(self, name: str) -> Endpoint | None:
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(select(endpoints).where(endpoints.c.name == name))).first()
         return None if row is None else _endpoint(row)
 
     async def list_endpoints(self) -> list[Endpoint]:
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             rows = await conn.execute(select(endpoints).order_by(endpoints.c.name))
             return [_endpoint(row) for row in rows]
 
     async def delete_endpoint(self, name: str) -> bool:
         """Deletes the endpoint with its jobs and keys."""
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(delete(endpoints).where(endpoints.c.name == name))
         return bool(result.rowcount)
 
@@ -136,12 +135,12 @@ class AdminStore:
             )
             .returning(*api_keys.c)
         )
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(statement)).one()
         return _key(row)
 
     async def key_by_hash(self, key_hash: bytes) -> ApiKey | None:
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
         return None if row is None else _key(row)
 
@@ -149,7 +148,7 @@ class AdminStore:
         statement = select(api_keys).order_by(api_keys.c.id)
         if endpoint is not None:
             statement = statement.where(api_keys.c.endpoint == endpoint)
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             return [_key(row) for row in await conn.execute(statement)]
 
     async def revoke_key(self, prefix: str, now: datetime) -> int:
@@ -159,6 +158,6 @@ class AdminStore:
             .where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now)
         )
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(statement)
         return int(result.rowcount)

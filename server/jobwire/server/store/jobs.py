@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, NewJob
 from jobwire.server.store.batch import GroupCommit
@@ -23,9 +22,8 @@ from jobwire.server.store.database import (
     JOB_ENDED,
     JOB_QUEUED,
     QUEUE_PURGED,
+    Database,
     Sql,
-    fetch,
-    fetch_one,
     sql,
 )
 
@@ -523,8 +521,8 @@ class JobStore:
     Every method is one statement, run in autocommit on a pooled connection (one round trip, committed
     before it returns); results of running attempts are group-committed (`finish_job`)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._finishes: GroupCommit[_Finish, Job | None] = GroupCommit(
             self._finish_many, key=lambda f: f.job_id
         )
@@ -563,10 +561,10 @@ class JobStore:
             callback(endpoint)
 
     async def _rows(self, statement: Sql, **params: Any) -> list[Any]:
-        return await fetch(self._engine, statement, params)
+        return await self._db.fetch(statement, params)
 
     async def _one(self, statement: Sql, **params: Any) -> Any:
-        return await fetch_one(self._engine, statement, params)
+        return await self._db.fetch_one(statement, params)
 
     async def enqueue_job(self, job: NewJob, now: datetime) -> Job:
         """Queues the job; with an idempotency key already used by a live job, returns that job instead."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from jobwire.server.store.database import fetch, fetch_one, sql
+from jobwire.server.store.database import Database, sql
 
 # One statement per flush adds every local count to its window and returns the totals of all replicas.
 # Rows come sorted (by the caller), so two replicas lock them in the same order and cannot deadlock.
@@ -36,8 +34,8 @@ WindowKey = tuple[str, str, datetime]
 
 
 class LimitStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def add_counts(self, counts: Sequence[tuple[WindowKey, int]]) -> dict[WindowKey, int]:
         """Adds each count to its window; returns every window's total across replicas."""
@@ -48,13 +46,13 @@ class LimitStore:
             "starts": [key[2] for key, _ in ordered],
             "counts": [count for _, count in ordered],
         }
-        rows = await fetch(self._engine, ADD_COUNTS, params)
+        rows = await self._db.fetch(ADD_COUNTS, params)
         return {(row["endpoint"], row["operation"], row["window_start"]): int(row["total"]) for row in rows}
 
     async def prune(self, before: datetime) -> None:
-        await fetch(self._engine, PRUNE, {"before": before})
+        await self._db.fetch(PRUNE, {"before": before})
 
     async def queue_size(self, endpoint: str) -> int:
-        row = await fetch_one(self._engine, QUEUE_SIZE, {"endpoint": endpoint})
+        row = await self._db.fetch_one(QUEUE_SIZE, {"endpoint": endpoint})
         assert row is not None  # count(*) always answers
         return int(row[0])

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from jobwire.server.model import JobStatus, JobSummary, Priority
-from jobwire.server.store.database import fetch, sql
+from jobwire.server.store.database import Database, sql
 from jobwire.server.store.jobs import ALIVE, VIEW, job_view
 
 # Keyset pagination on the job's sequence number (ix_jobs_endpoint_seq): a page costs the same on the
@@ -31,8 +29,8 @@ FIRST_PAGE = 2**63 - 1
 
 
 class ListingStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def list_jobs(
         self,
@@ -51,7 +49,7 @@ class ListingStore:
             "now": now,
             "limit": limit,
         }
-        rows = await fetch(self._engine, LIST_REQUESTS, params)
+        rows = await self._db.fetch(LIST_REQUESTS, params)
         return [
             JobSummary(
                 job=job_view(row),

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jobwire.server.store.database import transaction
+from jobwire.server.store.database import Database
 
 # Every endpoint (LEFT JOIN: an endpoint without jobs still reports a queue depth of 0), its live jobs
 # by state (the health call's rule: not expired, result still retained), and for the IN_QUEUE group
@@ -38,12 +37,12 @@ class EndpointStats:
 
 
 class StatsStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def endpoint_stats(self, now: datetime) -> list[EndpointStats]:
         """Every endpoint's jobs by state and oldest queued age, as of `now`."""
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(STATEMENT_TIMEOUT)
             rows = (await conn.execute(ENDPOINT_STATS, {"now": now})).all()
         jobs: dict[str, dict[str, int]] = {}

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobwire.server.model import Job, JobStatus
-from jobwire.server.store.database import transaction
+from jobwire.server.store.database import Database
 
 # Claims due deliveries for one sender: pushes their next attempt past the lease, so a sender on another
 # replica does not send them too, and returns what the body needs.
@@ -84,12 +83,12 @@ class DeliveryState:
 
 
 class WebhookStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def claim(self, now: datetime, lease_until: datetime, limit: int = 50) -> list[Delivery]:
         params = {"now": now, "lease_until": lease_until, "limit": limit}
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             rows = (await conn.execute(CLAIM, params)).all()
         return [
             Delivery(
@@ -117,7 +116,7 @@ class WebhookStore:
 
     async def states(self, endpoint: str, job_id: str) -> list[DeliveryState]:
         """Where the job's webhook deliveries stand (for operators and tests)."""
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             rows = (await conn.execute(STATES, {"endpoint": endpoint, "id": job_id})).all()
         return [DeliveryState(*row) for row in rows]
 
@@ -132,10 +131,10 @@ class WebhookStore:
 
     async def prune_jobs(self, now: datetime, limit: int = 1000) -> int:
         """Deletes up to `limit` jobs past their retention or TTL; returns how many."""
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             result = await conn.execute(PRUNE, {"now": now, "limit": limit})
         return int(result.rowcount)
 
     async def _run(self, statement: object, **params: object) -> None:
-        async with transaction(self._engine) as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(statement, params)  # type: ignore[call-overload]

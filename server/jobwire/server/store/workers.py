@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from jobwire.server.store.database import fetch, fetch_one, sql
+from jobwire.server.store.database import Database, sql
 
 REGISTER = sql(
     """
@@ -76,11 +74,11 @@ class WorkerCounts:
 
 
 class WorkerStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def register(self, worker: WorkerRow, now: datetime) -> None:
-        await fetch(self._engine, REGISTER, {**worker.__dict__, "now": now})
+        await self._db.fetch(REGISTER, {**worker.__dict__, "now": now})
 
     async def touch(self, presences: list[WorkerPresence], now: datetime) -> None:
         """Refreshes many workers' liveness and load in one statement."""
@@ -93,13 +91,13 @@ class WorkerStore:
             "draining": [p.draining for p in presences],
             "now": now,
         }
-        await fetch(self._engine, TOUCH, params)
+        await self._db.fetch(TOUCH, params)
 
     async def remove(self, worker_id: str, session_id: str) -> None:
-        await fetch(self._engine, REMOVE, {"id": worker_id, "session_id": session_id})
+        await self._db.fetch(REMOVE, {"id": worker_id, "session_id": session_id})
 
     async def count(self, endpoint: str, stale_before: datetime) -> WorkerCounts:
-        row = await fetch_one(self._engine, COUNT, {"endpoint": endpoint, "stale_before": stale_before})
+        row = await self._db.fetch_one(COUNT, {"endpoint": endpoint, "stale_before": stale_before})
         assert row is not None  # an aggregate without GROUP BY always has its row
         return WorkerCounts(
             idle=row["idle"], running=row["running"], ready=row["ready"], unhealthy=row["unhealthy"]
@@ -107,4 +105,4 @@ class WorkerStore:
 
     async def prune(self, before: datetime) -> None:
         """Forgets workers not seen since `before` (their replica died without removing them)."""
-        await fetch(self._engine, PRUNE, {"before": before})
+        await self._db.fetch(PRUNE, {"before": before})
