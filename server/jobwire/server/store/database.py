@@ -76,11 +76,14 @@ class Database:
     - `transaction()` and `engine`: SQLAlchemy, for the few multi-statement transactions (admin,
       webhooks, stats) and for migrations.
 
-    Why two: checking a connection out of SQLAlchemy's async pool costs about 60 us of CPU more per
-    statement than asyncpg's own pool (greenlet hop, proxies, pool events), and the hot path is nothing
-    but single statements. With it, steady throughput rose 6-12 % and the runsync round trip fell about
-    0.3 ms (bench A/B). asyncpg's pool runs no reset query when a connection comes back (a statement in
-    autocommit leaves no session state; asyncpg still rolls back a transaction left open).
+    Why two: the hot path is nothing but single statements, and SQLAlchemy's async pool adds a greenlet
+    hop and proxies to each checkout (about 60 us of CPU per statement more than asyncpg's pool, in a
+    micro-benchmark). Measured in the benchmark (interleaved A/B, 3 pairs): steady 1,847-1,922 jobs/s
+    against 1,718-1,784, and Postgres, not the server, spent less: 0.19-0.21 ms of CPU per job against
+    0.27-0.28 (SQLAlchemy's pool in LIFO order gave 0.26-0.27, so connection order is not the cause);
+    REST runsync round trip p50 1.83-1.86 ms against 2.04-2.07. asyncpg's pool runs no reset query when
+    a connection comes back (a statement in autocommit leaves no session state; asyncpg still rolls
+    back a transaction left open).
 
     Connections: `pool_size` for the hot path, and at most `pool_size // 4` (at least 1) kept and as many
     again at peaks for transactions.
