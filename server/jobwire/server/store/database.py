@@ -36,6 +36,11 @@ JOB_QUEUED = "jobwire_job_queued"
 QUEUE_PURGED = "jobwire_queue_purged"
 
 
+CONNECT_TIMEOUT_S = 5
+ACQUIRE_TIMEOUT_S = 10
+SERVER_SETTINGS = {"application_name": "jobwire"}
+
+
 def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     """An async engine on asyncpg, for migrations and multi-statement transactions (`Database.engine`).
 
@@ -62,11 +67,6 @@ def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         raise exc.DisconnectionError("the server closed this pooled connection")
 
 
-CONNECT_TIMEOUT_S = 5
-ACQUIRE_TIMEOUT_S = 10
-SERVER_SETTINGS = {"application_name": "jobwire"}
-
-
 class Database:
     """Postgres, two ways in.
 
@@ -81,9 +81,9 @@ class Database:
     micro-benchmark). Measured in the benchmark (interleaved A/B, 3 pairs): steady 1,847-1,922 jobs/s
     against 1,718-1,784, and Postgres, not the server, spent less: 0.19-0.21 ms of CPU per job against
     0.27-0.28 (SQLAlchemy's pool in LIFO order gave 0.26-0.27, so connection order is not the cause);
-    REST runsync round trip p50 1.83-1.86 ms against 2.04-2.07. asyncpg's pool runs no reset query when
-    a connection comes back (a statement in autocommit leaves no session state; asyncpg still rolls
-    back a transaction left open).
+    REST runsync round trip p50 1.83-1.86 ms against 2.04-2.07 (2 pairs). asyncpg's pool runs no reset
+    query when a connection comes back (a statement in autocommit leaves no session state; asyncpg
+    still rolls back a transaction left open).
 
     Connections: `pool_size` for the hot path, and at most `pool_size // 4` (at least 1) kept and as many
     again at peaks for transactions.
