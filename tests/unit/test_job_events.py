@@ -18,6 +18,15 @@ def test_one_ended_notification_wakes_the_waiters_of_every_job_it_names() -> Non
         assert (a.is_set(), b.is_set(), c.is_set()) == (True, True, False)
 
 
+def test_an_ended_notification_skips_the_jobs_whose_end_this_process_is_storing() -> None:
+    events = JobEvents(ending_here=lambda job_id: job_id == "a")
+    with events.watch("ep", "a") as a, events.watch("ep", "b") as b:
+        events.on_notify(JOB_ENDED, "a b")
+        assert (a.is_set(), b.is_set()) == (False, True)
+        events.on_changed("a", None)  # the store's own wake-up, once the statement returned
+        assert a.is_set()
+
+
 def test_chunks_wake_their_job_and_a_purge_its_endpoint() -> None:
     events = JobEvents()
     with events.watch("ep", "a") as a, events.watch("other", "b") as b:

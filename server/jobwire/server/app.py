@@ -116,12 +116,12 @@ class JobwireServer:
         self.database_url = database_url
         self.clock = clock or SystemClock()
         self.database = db = Database(database_url)
-        self.events = JobEvents()
+        store, workers = JobStore(db), WorkerStore(db)
+        self.events = JobEvents(ending_here=store.ending_here)
         # Observability (issue 6): this server's metrics registry and tracer (traces only when configured).
         self.observability = obs = observability or Observability.from_env()
         self.admin = AdminService(AdminStore(db), self.clock)
         self.auth = Authenticator(AdminStore(db), self.clock)
-        store, workers = JobStore(db), WorkerStore(db)
         store.on_changed(self.events.on_changed)
         self.jobs = JobService(store, self.events, self.clock, job_settings, workers, ListingStore(db))
         self.dispatcher = Dispatcher(store, workers, self.clock, dispatch_settings, obs.dispatch)

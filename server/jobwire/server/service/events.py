@@ -4,13 +4,20 @@ Postgres NOTIFY (through the store's Listener) says "job X changed"; every waite
 from the store. A wake-up is only a hint to look again, so a spurious one costs a query and a lost one
 costs at most the waiter's fallback interval. When this process ended the job itself, the wake-up comes
 with the job's final view, which its waiters take instead of reading the job again.
+
+That local wake-up and the NOTIFY of the same end race: Postgres sends the notification at the commit,
+and the listener's callback often runs before the statement's caller resumes. A waiter woken by the
+NOTIFY first would read the job although its view was on the way (a round trip more on every runsync).
+So a NOTIFY of a job whose result this process is storing (`ending_here`) wakes nobody: the store wakes
+the waiters itself once the statement has returned, with the view, or without it when its report was
+refused (the end may then be another replica's, which that held-back notification announced).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from jobwire.server.model import Job
@@ -20,7 +27,9 @@ CHANNELS = (JOB_ENDED, JOB_CHUNKS, QUEUE_PURGED)
 
 
 class JobEvents:
-    def __init__(self) -> None:
+    def __init__(self, ending_here: Callable[[str], bool] = lambda job_id: False) -> None:
+        """`ending_here(job_id)`: this process is storing a result of the job (`JobStore.ending_here`)."""
+        self._ending_here = ending_here
         self._by_job: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._by_endpoint: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         #: Per watcher: the final view of its job, which this process ended while it watched.
@@ -45,7 +54,8 @@ class JobEvents:
             self._wake(self._by_endpoint.get(payload, ()))
         elif channel == JOB_ENDED:
             for job_id in ended_ids(payload):
-                self._wake(self._by_job.get(job_id, ()))
+                if not self._ending_here(job_id):
+                    self._wake(self._by_job.get(job_id, ()))
         else:
             self._wake(self._by_job.get(payload, ()))
 

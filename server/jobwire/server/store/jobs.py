@@ -526,6 +526,8 @@ class JobStore:
         self._finishes: GroupCommit[_Finish, Job | None] = GroupCommit(
             self._finish_many, key=lambda f: f.job_id
         )
+        #: Jobs whose result is in the statement in flight (see `ending_here`).
+        self._ending: set[str] = set()
         self._queued_callbacks: list[Callable[[str], None]] = []
         self._changed_callbacks: list[Callable[[str, Job | None], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
@@ -546,7 +548,8 @@ class JobStore:
 
     def on_changed(self, callback: Callable[[str, Job | None], None]) -> None:
         """Calls `callback(job_id, ended)` as soon as this process has ended a job (`ended`: its final
-        view, from the statement that ended it) or stored a chunk of it (`ended` None). As with
+        view, from the statement that ended it), stored a chunk of it or refused a report of it (`ended`
+        None in both). As with
         `on_queued`, NOTIFY tells every replica, but the local call spares this process's waiters
         (runsync, status-sync, streams) the trip through Postgres and the LISTEN connection, and with
         the view, the read of the job too."""
@@ -765,13 +768,30 @@ class JobStore:
         if not status.is_terminal:
             raise ValueError(f"{status} is not a terminal state")
         ended = await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
-        if ended is not None:
-            self._changed(job_id, ended)
         return ended is not None
+
+    def ending_here(self, job_id: str) -> bool:
+        """A result of the job is being stored by this process. Its end will be announced by `on_changed`
+        (with the final view) once the statement returns, so the NOTIFY of that end need not wake anybody
+        (see `JobEvents`)."""
+        return job_id in self._ending
 
     async def _finish_many(self, results: list[_Finish]) -> list[Job | Exception | None]:
         """Ends many running attempts in one statement; each job's final view, or None when the attempt
-        was no longer the job's running one."""
+        was no longer the job's running one. Every job of the batch is announced to `on_changed` here, in
+        the writer, whatever became of its report: with its view when it ended, without it otherwise."""
+        ids = [r.job_id for r in results]  # distinct: the group commit's key
+        self._ending.update(ids)
+        views: list[Job | None] = [None] * len(results)
+        try:
+            views = await self._store_results(results)
+            return [*views]
+        finally:
+            self._ending.difference_update(ids)
+            for job_id, view in zip(ids, views, strict=True):
+                self._changed(job_id, view)
+
+    async def _store_results(self, results: list[_Finish]) -> list[Job | None]:
         if len(results) == 1:
             (r,) = results
             row = await self._one(
