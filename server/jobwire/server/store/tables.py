@@ -141,9 +141,8 @@ jobs = Table(
     Index("ix_jobs_lease", "lease_until", postgresql_where=text("status = 'IN_PROGRESS'")),
     # The timeout sweep: running attempts by execution deadline.
     Index("ix_jobs_deadline", "deadline_at", postgresql_where=text("status = 'IN_PROGRESS'")),
-    # Health counts per endpoint and state.
-    Index("ix_jobs_endpoint_status", "endpoint", "status"),
-    # `/requests`: an endpoint's jobs newest first, in keyset pages.
+    # `/requests`: an endpoint's jobs newest first, in keyset pages; the health counts find an endpoint's
+    # jobs through it too (no index on status: every status change would add an entry to it).
     Index("ix_jobs_endpoint_seq", "endpoint", "seq"),
     # Pruning of ended jobs and of expired ones.
     Index("ix_jobs_retain_until", "retain_until", postgresql_where=text("retain_until IS NOT NULL")),
