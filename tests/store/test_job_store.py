@@ -90,10 +90,10 @@ async def test_a_finish_hands_its_waiters_the_view_a_read_would_give(
         assert read is not None and read.status.is_terminal
         assert ended[f"j{i}"] == read
     assert ended["j1"] is not None and ended["j1"].error == "boom"
-    # A late report ends nothing and tells no one.
+    # A late report ends nothing: its waiters are only told to look again (no view; see JobEvents).
     del ended["j0"]
     assert not await store.finish_job("j0", 1, JobStatus.FAILED, None, "late", clock.now())
-    assert "j0" not in ended
+    assert "j0" in ended and ended["j0"] is None
 
 
 async def test_finish_is_fenced_by_attempt(store: JobStore, clock: ManualClock) -> None:
