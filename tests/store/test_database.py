@@ -7,9 +7,8 @@ import asyncio
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy import text
 
-from jobwire.server.errors import Unavailable
 from jobwire.server.store import Database, libpq_dsn
-from jobwire.server.store.database import Statements, sql
+from jobwire.server.store.database import sql
 
 ONE = sql("SELECT CAST(:n AS integer) AS n")
 
@@ -38,44 +37,6 @@ async def test_the_hot_path_stays_within_its_pool_and_dispose_closes_every_conne
         await db.dispose()
         # A backend leaves pg_stat_activity a moment after its client hung up: each look is a round trip.
         while await connected(observer):
-            pass
-    finally:
-        await observer.close()
-
-
-PID = sql("SELECT pg_backend_pid() AS pid")
-
-
-async def backend(statements: Statements) -> int:
-    row = await statements.fetch_one(PID, {})
-    assert row is not None
-    return int(row["pid"])
-
-
-async def test_a_lane_keeps_one_connection_until_it_dies_and_dispose_gives_it_back(database_url: str) -> None:
-    db = Database(database_url, pool_size=3)
-    lane = db.lane()
-    observer = await asyncpg.connect(libpq_dsn(database_url))
-    try:
-        pids = {await backend(lane) for _ in range(5)}
-        assert len(pids) == 1  # one backend for all its statements
-        # The pool has the rest: statements beside the lane's run on the other connections.
-        others = await asyncio.gather(*(backend(db) for _ in range(4)))
-        assert pids.isdisjoint(others)
-
-        (pid,) = pids
-        await observer.execute("SELECT pg_terminate_backend($1)", pid)
-        while await observer.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
-            pass
-        # The next statement finds the connection gone (or fails on it, and the one after succeeds).
-        try:
-            fresh = await backend(lane)
-        except Unavailable:
-            fresh = await backend(lane)
-        assert fresh != pid
-
-        await db.dispose()
-        while await connected(observer):  # the lane's connection went back with the pool's
             pass
     finally:
         await observer.close()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from sqlalchemy import event, exc
@@ -97,13 +96,6 @@ class Database:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._starting = asyncio.Lock()
-        self._lanes: list[Lane] = []
-
-    def lane(self) -> Lane:
-        """A connection of the pool kept for one writer that runs one statement at a time (see `Lane`)."""
-        lane = Lane(self)
-        self._lanes.append(lane)
-        return lane
 
     async def _ready(self) -> asyncpg.Pool:
         # asyncpg binds a pool to the loop it is created on, so it is created at first use, on the
@@ -159,8 +151,6 @@ class Database:
             yield connection
 
     async def dispose(self) -> None:
-        for lane in self._lanes:  # the pool's close waits for every connection to come back
-            await lane.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -168,74 +158,6 @@ class Database:
             except TimeoutError:  # a statement still running: its connection is closed under it
                 pool.terminate()
         await self.engine.dispose()
-
-
-class Statements(Protocol):
-    """Where single statements run: a `Database` (its pool) or a `Lane`."""
-
-    async def fetch(self, statement: Sql, params: Mapping[str, Any]) -> list[asyncpg.Record]: ...
-
-    async def fetch_one(self, statement: Sql, params: Mapping[str, Any]) -> asyncpg.Record | None: ...
-
-
-class Lane:
-    """One connection of the pool, kept by a writer that never runs two statements at once (a group
-    commit's: one batch in flight at a time), with `Database`'s `fetch` and `fetch_one`.
-
-    asyncpg's pool costs a task on each checkout (the acquire timeout's `wait_for`) and on each return
-    (`release` runs under `shield`): 81 us a statement against 30 us on a kept connection (SELECT 1 on
-    uvloop, 3 x 3,000 in a micro-benchmark). A lane checks its connection out once and keeps it until
-    it fails, is cancelled mid-statement (its state is then unknown) or is closed by the server; the
-    next statement checks out another.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._conn: asyncpg.Connection | None = None
-        self._busy = False
-
-    async def fetch(self, statement: Sql, params: Mapping[str, Any]) -> list[asyncpg.Record]:
-        if self._busy:
-            raise RuntimeError("a lane runs one statement at a time")
-        self._busy = True
-        try:
-            async with translate_errors():
-                conn = self._conn
-                if conn is None or _is_gone(conn):
-                    await self.close()
-                    pool = await self._db._ready()
-                    conn = self._conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-                try:
-                    rows: list[asyncpg.Record] = await conn.fetch(statement.source, *statement.args(params))
-                except BaseException as error:
-                    if not isinstance(error, Exception) or _is_connection_error(error):
-                        await self.close(terminate=True)
-                    raise
-                return rows
-        finally:
-            self._busy = False
-
-    async def fetch_one(self, statement: Sql, params: Mapping[str, Any]) -> asyncpg.Record | None:
-        rows = await self.fetch(statement, params)
-        return rows[0] if rows else None
-
-    async def close(self, *, terminate: bool = False) -> None:
-        """Gives the connection back to the pool, closed first with `terminate`."""
-        conn, self._conn = self._conn, None
-        if conn is None or self._db._pool is None:
-            return
-        # A connection asyncpg saw die was given back already (the proxy refuses every call then).
-        with contextlib.suppress(asyncpg.InterfaceError):
-            if terminate:
-                conn.terminate()
-            await self._db._pool.release(conn)
-
-
-def _is_gone(conn: asyncpg.Connection) -> bool:
-    try:
-        return bool(conn.is_closed())
-    except asyncpg.InterfaceError:  # given back to the pool by asyncpg, which saw the connection die
-        return True
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -24,7 +24,6 @@ from jobwire.server.store.database import (
     QUEUE_PURGED,
     Database,
     Sql,
-    Statements,
     sql,
 )
 
@@ -524,9 +523,6 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        # The group commits' writers keep a connection each (one batch in flight at a time).
-        self._submission_lane = db.lane()
-        self._finish_lane = db.lane()
         self._finishes: GroupCommit[_Finish, Job | None] = GroupCommit(
             self._finish_many, key=lambda f: f.job_id
         )
@@ -601,29 +597,23 @@ class JobStore:
             return await self._submissions.submit((job, now))
         reservation = self._reserve(job.endpoint, now) if self._reserve is not None else None
         # Shielded, for the same reason as the group commit's write.
-        return await asyncio.shield(self._insert_single(job, now, reservation, self._db))
+        return await asyncio.shield(self._insert_single(job, now, reservation))
 
     async def _insert_single(
-        self, job: NewJob, now: datetime, reservation: Reservation | None, via: Statements
+        self, job: NewJob, now: datetime, reservation: Reservation | None
     ) -> JobStatus | None:
         """One job in its own statement: started on the reserved slot (unless older jobs wait), or queued."""
         if reservation is None:
-            row = await via.fetch_one(ENQUEUE, self._insert_params(job, now))
+            row = await self._one(ENQUEUE, **self._insert_params(job, now))
             return None if row is None else JobStatus.IN_QUEUE
-        return await self._insert_started(job, now, reservation, via)
+        return await self._insert_started(job, now, reservation)
 
-    async def _insert_started(
-        self, job: NewJob, now: datetime, reservation: Reservation, via: Statements
-    ) -> JobStatus | None:
+    async def _insert_started(self, job: NewJob, now: datetime, reservation: Reservation) -> JobStatus | None:
         try:
-            row = await via.fetch_one(
-                ENQUEUE_CLAIMED,
-                {
-                    **self._insert_params(job, now),
-                    "worker_id": reservation.worker_id,
-                    "lease_until": reservation.lease_until,
-                },
-            )
+            row = await self._one(
+                ENQUEUE_CLAIMED, **self._insert_params(job, now), worker_id=reservation.worker_id,
+                lease_until=reservation.lease_until,
+            )  # fmt: skip
         except BaseException:
             reservation.release()
             raise
@@ -651,7 +641,7 @@ class JobStore:
             params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in rows[0]}
             params["worker_id"] = [r.worker_id if r else None for r in reservations]
             params["lease_until"] = [r.lease_until if r else None for r in reservations]
-            inserted = await self._submission_lane.fetch(ENQUEUE_MANY, params)
+            inserted = await self._rows(ENQUEUE_MANY, **params)
         except BaseException as error:
             for reservation in reservations:
                 if reservation is not None:
@@ -691,7 +681,7 @@ class JobStore:
     ) -> JobStatus | Exception | None:
         """`_insert_single` for the group commit: the job's own error is returned, for its caller alone."""
         try:
-            return await self._insert_single(job, now, reservation, self._submission_lane)
+            return await self._insert_single(job, now, reservation)
         except Exception as error:
             return error
 
@@ -804,28 +794,19 @@ class JobStore:
     async def _store_results(self, results: list[_Finish]) -> list[Job | None]:
         if len(results) == 1:
             (r,) = results
-            row = await self._finish_lane.fetch_one(
-                FINISH,
-                dict(
-                    id=r.job_id,
-                    attempt=r.attempt,
-                    status=str(r.status),
-                    output=r.output,
-                    error=r.error,
-                    now=r.now,
-                ),
-            )
+            row = await self._one(
+                FINISH, id=r.job_id, attempt=r.attempt, status=str(r.status), output=r.output, error=r.error,
+                now=r.now,
+            )  # fmt: skip
             return [None if row is None else _view(row, r.output)]
-        rows = await self._finish_lane.fetch(
+        rows = await self._rows(
             FINISH_MANY,
-            dict(
-                ids=[r.job_id for r in results],
-                attempts=[r.attempt for r in results],
-                statuses=[str(r.status) for r in results],
-                outputs=[r.output for r in results],
-                errors=[r.error for r in results],
-                nows=[r.now for r in results],
-            ),
+            ids=[r.job_id for r in results],
+            attempts=[r.attempt for r in results],
+            statuses=[str(r.status) for r in results],
+            outputs=[r.output for r in results],
+            errors=[r.error for r in results],
+            nows=[r.now for r in results],
         )
         ended = {row["id"]: row for row in rows}
         return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
