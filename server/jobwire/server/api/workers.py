@@ -88,7 +88,7 @@ class WorkerApi:
             )
         )
         await self._dispatcher.attach(session)
-        storing: set[asyncio.Future[bool]] = set()
+        storing: set[asyncio.Task[bool]] = set()
         reader = asyncio.create_task(self._read(requests, session, storing), name=f"worker-{hello.worker_id}")
         try:
             async for message in self._outgoing(outbox, reader, hello.accepts_batches):
@@ -100,7 +100,7 @@ class WorkerApi:
             # Shielded: the stream may end by cancellation, and the jobs must still be released.
             await asyncio.shield(self._end(session, storing))
 
-    async def _end(self, session: WorkerSession, storing: set[asyncio.Future[bool]]) -> None:
+    async def _end(self, session: WorkerSession, storing: set[asyncio.Task[bool]]) -> None:
         # Results the worker sent are stored (or have failed) before its other attempts are given back,
         # so a finished job is not requeued because its result was still on the way.
         if storing:
@@ -146,7 +146,7 @@ class WorkerApi:
         self,
         requests: AsyncIterator[worker_pb2.ConnectRequest],
         session: WorkerSession,
-        storing: set[asyncio.Future[bool]],
+        storing: set[asyncio.Task[bool]],
     ) -> None:
         async for message in requests:
             self._dispatcher.heard_from(session)
@@ -159,7 +159,7 @@ class WorkerApi:
                 await self._handle(message, session, storing)
 
     async def _handle(
-        self, message: worker_pb2.ConnectRequest, session: WorkerSession, storing: set[asyncio.Future[bool]]
+        self, message: worker_pb2.ConnectRequest, session: WorkerSession, storing: set[asyncio.Task[bool]]
     ) -> None:
         dispatcher = self._dispatcher
         kind = message.WhichOneof("message")
@@ -182,9 +182,11 @@ class WorkerApi:
                 await asyncio.wait(set(storing), return_when=asyncio.FIRST_COMPLETED)
             r = message.result
             error = r.error if r.HasField("error") else None
-            reported = dispatcher.report_result_soon(session, r.job_id, r.attempt, r.output or None, error)
-            storing.add(reported)
-            reported.add_done_callback(partial(_stored, session, storing))
+            task = asyncio.create_task(
+                dispatcher.report_result(session, r.job_id, r.attempt, r.output or None, error)
+            )
+            storing.add(task)
+            task.add_done_callback(partial(_stored, session, storing))
 
 
 def _response(event: AssignJob | StopJob) -> worker_pb2.ConnectResponse:
@@ -194,11 +196,9 @@ def _response(event: AssignJob | StopJob) -> worker_pb2.ConnectResponse:
     return worker_pb2.ConnectResponse(cancel=stop)
 
 
-def _stored(
-    session: WorkerSession, storing: set[asyncio.Future[bool]], reported: asyncio.Future[bool]
-) -> None:
-    storing.discard(reported)
-    if not reported.cancelled() and reported.exception() is not None:
+def _stored(session: WorkerSession, storing: set[asyncio.Task[bool]], task: asyncio.Task[bool]) -> None:
+    storing.discard(task)
+    if not task.cancelled() and task.exception() is not None:
         # The store stayed unavailable through the dispatcher's retries: end the session (as a failing
         # read would), so the worker reconnects and its attempts are released.
-        session.send(CloseSession(f"could not store a result: {reported.exception()}"))
+        session.send(CloseSession(f"could not store a result: {task.exception()}"))

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from jobwire.server.clock import Clock
 from jobwire.server.errors import Unavailable
-from jobwire.server.model import Job, JobStatus
+from jobwire.server.model import JobStatus
 from jobwire.server.observability import DispatchObserver, Metrics, Tracing, log_context
 from jobwire.server.observability.logs import replace_context
 from jobwire.server.store import ClaimedJob, JobStore, WorkerPresence, WorkerRow, WorkerStore
@@ -267,78 +267,20 @@ class Dispatcher:
         self, session: WorkerSession, job_id: str, attempt: int, output: bytes | None, error: str | None
     ) -> bool:
         """Ends the attempt; False when it was no longer the job's running attempt (a late report)."""
-        return await self.report_result_soon(session, job_id, attempt, output, error)
-
-    def report_result_soon(
-        self, session: WorkerSession, job_id: str, attempt: int, output: bytes | None, error: str | None
-    ) -> asyncio.Future[bool]:
-        """`report_result` as a future, with no task of its own: a worker's stream carries thousands of
-        results a second, and a task apiece (awaiting the group commit) cost about 30 us of CPU each in a
-        micro-benchmark, where a callback on the group commit's future costs 1-3. Only a result the store
-        could not take (Unavailable) gets a task, which tries again as `_retrying` does. The result is
-        stored whatever becomes of the returned future."""
         status = JobStatus.FAILED if error is not None else JobStatus.COMPLETED
         session.reporting.add(job_id)
-        reported: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        def written(view: asyncio.Future[Job | None]) -> None:
-            failure = None if view.cancelled() else view.exception()
-            if isinstance(failure, Unavailable):
-                retry = self._report_again(session, job_id, attempt, status, output, error, reported)
-                self._spawn(retry)
-            elif view.cancelled() or failure is not None:  # the store closed, or the statement failed
-                session.reporting.discard(job_id)
-                _fail(reported, failure)
-            else:
-                self._result_stored(session, job_id, attempt, status, view.result() is not None, reported)
-
-        self._jobs.finish_soon(job_id, attempt, status, output, error, self._clock.now()).add_done_callback(
-            written
-        )
-        return reported
-
-    async def _report_again(
-        self,
-        session: WorkerSession,
-        job_id: str,
-        attempt: int,
-        status: JobStatus,
-        output: bytes | None,
-        error: str | None,
-        reported: asyncio.Future[bool],
-    ) -> None:
         try:
             with log_context(endpoint=session.endpoint, worker_id=session.worker_id, job_id=job_id):
                 stored = await self._retrying(
-                    lambda: self._jobs.finish_job(job_id, attempt, status, output, error, self._clock.now()),
-                    attempts=5,
+                    lambda: self._jobs.finish_job(job_id, attempt, status, output, error, self._clock.now())
                 )
-        except asyncio.CancelledError:  # shutting down
+        finally:
             session.reporting.discard(job_id)
-            _fail(reported, None)
-            raise
-        except Exception as failure:  # still unavailable: the future carries it to the session's owner
-            session.reporting.discard(job_id)
-            _fail(reported, failure)
-            return
-        self._result_stored(session, job_id, attempt, status, stored, reported)
-
-    def _result_stored(
-        self,
-        session: WorkerSession,
-        job_id: str,
-        attempt: int,
-        status: JobStatus,
-        stored: bool,
-        reported: asyncio.Future[bool],
-    ) -> None:
-        session.reporting.discard(job_id)
         self._observe.result_stored(job_id, attempt, status, stored, session.worker_id, self._clock.now())
         if session.in_flight.get(job_id) == attempt:
             del session.in_flight[job_id]
             self._holding.pop(job_id, None)
-        if not reported.done():  # its awaiter may have gone (cancelled): the result is stored anyway
-            reported.set_result(stored)
+        return stored
 
     async def report_progress(self, job_id: str, attempt: int, output: bytes) -> bool:
         return await self._retrying(lambda: self._jobs.set_progress(job_id, attempt, output))
@@ -541,13 +483,3 @@ class Dispatcher:
         self._sweeps += 1
         if self._sweeps % 60 == 0:
             await self._workers.prune(now - timedelta(minutes=5))
-
-
-def _fail(future: asyncio.Future[bool], error: BaseException | None) -> None:
-    """Fails `future` with `error`, or cancels it (None); nothing when its awaiter has gone already."""
-    if future.done():
-        return
-    if error is None:
-        future.cancel()
-    else:
-        future.set_exception(error)

@@ -36,21 +36,15 @@ class GroupCommit(Generic[I, R]):
     async def submit(self, item: I) -> R:
         """Queues the item for the next write and returns its result. The write does not depend on the
         caller: a caller that is cancelled leaves its item to be written all the same."""
-        future = self.submit_nowait(item)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._run(), name="group-commit")
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             future.add_done_callback(_consume)  # nobody awaits it any more: no "never retrieved" noise
             raise
-
-    def submit_nowait(self, item: I) -> asyncio.Future[R]:
-        """Queues the item for the next write; the future of its result. For callers that would
-        otherwise spend a task per item on `submit` (a callback on the future costs far less)."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._run(), name="group-commit")
-        return future
 
     @property
     def busy(self) -> bool:

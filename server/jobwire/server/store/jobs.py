@@ -770,21 +770,6 @@ class JobStore:
         ended = await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
         return ended is not None
 
-    def finish_soon(
-        self,
-        job_id: str,
-        attempt: int,
-        status: JobStatus,
-        output: bytes | None,
-        error: str | None,
-        now: datetime,
-    ) -> asyncio.Future[Job | None]:
-        """`finish_job` without awaiting it: the future of the job's final view (None when the attempt
-        was no longer the job's running one). The write happens whatever becomes of the future."""
-        if not status.is_terminal:
-            raise ValueError(f"{status} is not a terminal state")
-        return self._finishes.submit_nowait(_Finish(job_id, attempt, status, output, error, now))
-
     def ending_here(self, job_id: str) -> bool:
         """A result of the job is being stored by this process. Its end will be announced by `on_changed`
         (with the final view) once the statement returns, so the NOTIFY of that end need not wake anybody
