@@ -549,10 +549,9 @@ class JobStore:
     def on_changed(self, callback: Callable[[str, Job | None], None]) -> None:
         """Calls `callback(job_id, ended)` as soon as this process has ended a job (`ended`: its final
         view, from the statement that ended it), stored a chunk of it or refused a report of it (`ended`
-        None in both). As with
-        `on_queued`, NOTIFY tells every replica, but the local call spares this process's waiters
-        (runsync, status-sync, streams) the trip through Postgres and the LISTEN connection, and with
-        the view, the read of the job too."""
+        None in both). As with `on_queued`, NOTIFY tells every replica, but the local call spares this
+        process's waiters (runsync, status-sync, streams) the trip through Postgres and the LISTEN
+        connection, and with the view, the read of the job too."""
         self._changed_callbacks.append(callback)
 
     def _changed(self, job_id: str, ended: Job | None = None) -> None:
@@ -785,7 +784,7 @@ class JobStore:
         views: list[Job | None] = [None] * len(results)
         try:
             views = await self._store_results(results)
-            return [*views]
+            return [*views]  # a copy, typed as the group commit's results (which may hold errors)
         finally:
             self._ending.difference_update(ids)
             for job_id, view in zip(ids, views, strict=True):
