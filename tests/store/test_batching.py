@@ -4,7 +4,10 @@ that loses its connection changes nothing and can be sent again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
@@ -17,6 +20,44 @@ from jobwire.server.store import JobStore, libpq_dsn
 from jobwire.server.store.batch import GroupCommit
 from jobwire.server.store.database import JOB_ENDED, ended_ids
 from store_fixtures import EP, new_job
+
+
+class RowLock:
+    """Another session holds a job's row lock, so a statement that updates the row waits on it."""
+
+    def __init__(self, held: Any, observer: asyncpg.Connection) -> None:
+        self._held = held
+        #: Looks from outside any transaction: pg_stat_activity is a snapshot for a transaction's duration.
+        self.observer = observer
+
+    async def blocked(self, query_like: str = "%") -> int:
+        """The backend pid of a jobwire statement waiting on a lock, once there is one (each look is a
+        round trip)."""
+        while True:
+            pid = await self.observer.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
+                "AND wait_event_type = 'Lock' AND query LIKE $1",
+                query_like,
+            )
+            if pid is not None:
+                return int(pid)
+
+    async def release(self) -> None:
+        await self._held.rollback()
+
+
+@asynccontextmanager
+async def row_locked(database_url: str, job_id: str) -> AsyncIterator[RowLock]:
+    holder = await asyncpg.connect(libpq_dsn(database_url))
+    observer = await asyncpg.connect(libpq_dsn(database_url))
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+        yield RowLock(held, observer)
+    finally:
+        await holder.close()
+        await observer.close()
 
 
 async def running(store: JobStore, clock: ManualClock, n: int) -> list[tuple[str, int]]:
@@ -159,31 +200,16 @@ async def test_a_batch_whose_connection_is_lost_changes_nothing_and_can_be_sent_
 ) -> None:
     (a, attempt_a), (b, attempt_b) = await running(store, clock, 2)
     # Another session locks b, so the batch's UPDATE waits on it; then the batch's connection is cut.
-    blocker = await asyncpg.connect(libpq_dsn(database_url))
-    # Looks from outside any transaction: pg_stat_activity is a snapshot for a transaction's duration.
-    observer = await asyncpg.connect(libpq_dsn(database_url))
-    try:
-        locked = blocker.transaction()
-        await locked.start()
-        await blocker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", b)
+    async with row_locked(database_url, b) as lock:
         batch = asyncio.gather(
             store.finish_job(a, attempt_a, JobStatus.COMPLETED, b"1", None, clock.now()),
             store.finish_job(b, attempt_b, JobStatus.COMPLETED, b"2", None, clock.now()),
             return_exceptions=True,
         )
-        waiting = None
-        while waiting is None:  # until the batch is blocked on the lock (each look is a round trip)
-            waiting = await observer.fetchval(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
-                "AND wait_event_type = 'Lock' AND query LIKE '%unnest%'"
-            )
-        await observer.execute("SELECT pg_terminate_backend($1)", waiting)
+        await lock.observer.execute("SELECT pg_terminate_backend($1)", await lock.blocked("%unnest%"))
         outcomes = await batch
         assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
-        await locked.rollback()
-    finally:
-        await blocker.close()
-        await observer.close()
+        await lock.release()
 
     for job_id in (a, b):
         job = await store.get_job(EP, job_id, clock.now())
@@ -213,26 +239,13 @@ async def test_a_store_call_cancelled_mid_statement_leaves_the_pool_usable(
     store: JobStore, clock: ManualClock, database_url: str
 ) -> None:
     (a, _), (b, _) = await running(store, clock, 2)
-    blocker = await asyncpg.connect(libpq_dsn(database_url))
-    observer = await asyncpg.connect(libpq_dsn(database_url))
-    try:
-        locked = blocker.transaction()
-        await locked.start()
-        await blocker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", b)
+    async with row_locked(database_url, b) as lock:
         cancelling = asyncio.create_task(store.cancel_job(EP, b, clock.now()))
-        waiting = None
-        while waiting is None:  # until the cancel is blocked on the lock
-            waiting = await observer.fetchval(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobwire' "
-                "AND wait_event_type = 'Lock'"
-            )
+        await lock.blocked()
         cancelling.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelling
-        await locked.rollback()
-    finally:
-        await blocker.close()
-        await observer.close()
+        await lock.release()
     # Every pooled connection still answers (the interrupted one was replaced).
     views = await asyncio.gather(*(store.get_job(EP, a, clock.now()) for _ in range(30)))
     assert all(v is not None and v.status == JobStatus.IN_PROGRESS for v in views)
@@ -271,30 +284,18 @@ async def test_the_notify_of_an_end_this_process_is_storing_wakes_nobody_before_
     events = JobEvents(ending_here=store.ending_here)
     store.on_changed(events.on_changed)
     ((job_id, attempt),) = await running(store, clock, 1)
-    blocker = await asyncpg.connect(libpq_dsn(database_url))
-    observer = await asyncpg.connect(libpq_dsn(database_url))
-    try:
-        locked = blocker.transaction()
-        await locked.start()
-        await blocker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+    async with row_locked(database_url, job_id) as lock:
         with events.watch(EP, job_id) as waiter:
             finishing = asyncio.create_task(
                 store.finish_job(job_id, attempt, JobStatus.COMPLETED, b"1", None, clock.now())
             )
-            while not await observer.fetchval(  # until the FINISH waits on the lock (a round trip a look)
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobwire' "
-                "AND wait_event_type = 'Lock'"
-            ):
-                pass
+            await lock.blocked()
             assert store.ending_here(job_id)
             events.on_notify(JOB_ENDED, job_id)
             assert not waiter.is_set()
-            await locked.rollback()
+            await lock.release()
             assert await finishing
             assert not store.ending_here(job_id)
             assert waiter.is_set()
             ended = events.take_ended(waiter)
             assert ended is not None and ended.status == JobStatus.COMPLETED
-    finally:
-        await blocker.close()
-        await observer.close()

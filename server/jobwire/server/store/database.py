@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -126,7 +127,10 @@ class Database:
                 yield conn
             except BaseException as error:
                 if not isinstance(error, Exception) or _is_connection_error(error):
-                    conn.terminate()
+                    # A connection asyncpg saw die is back in the pool already, and its proxy refuses
+                    # every call: terminating it then must not replace the error (or the cancellation).
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
                 raise
             finally:
                 await pool.release(conn)
