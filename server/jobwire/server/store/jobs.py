@@ -8,7 +8,7 @@ nothing. Times are parameters (`now`), never the database's clock, so tests can 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,9 +123,8 @@ ENQUEUE_CLAIMED = sql(
 # with queued jobs. A submission with a reserved slot (`worker_id`) starts on it at once, as with
 # ENQUEUE_CLAIMED, unless older jobs of its endpoint are waiting. Every inserted row is returned, with its
 # status: the notifications CTE runs only through that join, so the select must not filter rows away.
-ENQUEUE_MANY = sql(
-    f"""
-    WITH submitted AS (
+_ENQUEUE_MANY_CTES = f"""
+    submitted AS (
         SELECT * FROM unnest(
             CAST(:id AS text[]), CAST(:endpoint AS text[]), CAST(:priority AS smallint[]),
             CAST(:max_attempts AS integer[]), CAST(:sync AS boolean[]), CAST(:webhook AS text[]),
@@ -162,11 +161,15 @@ ENQUEUE_MANY = sql(
         UNION ALL
         SELECT j.seq, 's3_config', s.s3_config FROM new_jobs j JOIN submitted s ON s.id = j.id
         WHERE s.s3_config IS NOT NULL
-    ), notified AS (
+    ), queued_notified AS (
         SELECT pg_notify('{JOB_QUEUED}', e.endpoint)
         FROM (SELECT DISTINCT endpoint FROM new_jobs WHERE status = 'IN_QUEUE') e
-    )
-    SELECT j.id, j.status FROM new_jobs j CROSS JOIN (SELECT count(*) FROM notified) sent
+    )"""
+
+ENQUEUE_MANY = sql(
+    f"""
+    WITH {_ENQUEUE_MANY_CTES}
+    SELECT j.id, j.status FROM new_jobs j CROSS JOIN (SELECT count(*) FROM queued_notified) sent
     """
 )
 
@@ -288,9 +291,8 @@ FINISH = sql(
 
 # Many results in one statement (see `GroupCommit`): each row is still guarded by its own (id, attempt) and
 # IN_PROGRESS, so a stale report in the batch changes nothing while the others land.
-FINISH_MANY = sql(
-    f"""
-    WITH reports AS (
+_FINISH_MANY_CTES = f"""
+    reports AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
                              CAST(:outputs AS bytea[]), CAST(:errors AS text[]), CAST(:nows AS timestamptz[]))
             AS r(id, attempt, status, output, error, now)
@@ -307,13 +309,32 @@ FINISH_MANY = sql(
         INSERT INTO job_payloads (job_seq, kind, data)
         SELECT seq, 'output', output FROM done WHERE output IS NOT NULL
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
-    ), notified AS (
+    ), ended_notified AS (
         SELECT pg_notify('{JOB_ENDED}', string_agg(id, ' ')) FROM (
             SELECT id, (row_number() OVER () - 1) / 150 AS part FROM done
         ) numbered GROUP BY part
-    )
-    -- A SELECT in WITH runs only when referenced: the join makes the notifications go out.
-    SELECT {_DONE_VIEW} FROM done CROSS JOIN (SELECT count(*) FROM notified) sent
+    )"""
+
+# A SELECT in WITH runs only when referenced: the joins make the notifications go out.
+FINISH_MANY = sql(
+    f"""
+    WITH {_FINISH_MANY_CTES}
+    SELECT {_DONE_VIEW} FROM done CROSS JOIN (SELECT count(*) FROM ended_notified) sent
+    """
+)
+
+# ENQUEUE_MANY and FINISH_MANY in one statement, for submissions and results that queued up together:
+# one commit (one WAL flush) and one round trip instead of two. The rows of both come back, told apart by
+# `ended` (a finished job's view) and `queued` (a submission's id and status).
+WRITE_MANY = sql(
+    f"""
+    WITH {_ENQUEUE_MANY_CTES}, {_FINISH_MANY_CTES}
+    SELECT false AS ended, j.id, NULL AS endpoint, j.status, NULL::integer AS attempt,
+           NULL::integer AS retries, NULL::timestamptz AS queued_at, NULL::timestamptz AS started_at,
+           NULL::timestamptz AS finished_at, NULL AS worker_id, NULL AS error
+    FROM new_jobs j CROSS JOIN (SELECT count(*) FROM queued_notified) sent
+    UNION ALL
+    SELECT true, {_DONE_VIEW} FROM done CROSS JOIN (SELECT count(*) FROM ended_notified) sent
     """
 )
 
@@ -480,6 +501,12 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class _Submit:
+    job: NewJob
+    now: datetime
+
+
+@dataclass(frozen=True)
 class _Finish:
     job_id: str
     attempt: int
@@ -487,6 +514,43 @@ class _Finish:
     output: bytes | None
     error: str | None
     now: datetime
+
+
+_Write = _Submit | _Finish
+
+
+def _job_of(write: _Write) -> str:
+    """The group commit's key: a job's submission or result never shares a write with another of its own."""
+    return write.job.id if isinstance(write, _Submit) else write.job_id
+
+
+#: A write with an input or output larger than this stores each kind in its own statement: the arrays of
+#: the shared statement would cost a copy of each payload more (see `_enqueue_many`).
+_SHARED_WRITE_MAX_BYTES = 64 * 1024
+
+
+def _bulky(submissions: list[_Submit], results: list[_Finish]) -> bool:
+    return any(len(s.job.input) > _SHARED_WRITE_MAX_BYTES for s in submissions) or any(
+        r.output is not None and len(r.output) > _SHARED_WRITE_MAX_BYTES for r in results
+    )
+
+
+def _finish_params(results: list[_Finish]) -> dict[str, list[Any]]:
+    """FINISH_MANY's parameters, one array per field of the reports."""
+    return {
+        "ids": [r.job_id for r in results],
+        "attempts": [r.attempt for r in results],
+        "statuses": [str(r.status) for r in results],
+        "outputs": [r.output for r in results],
+        "errors": [r.error for r in results],
+        "nows": [r.now for r in results],
+    }
+
+
+def _release_slots(reservations: list[Reservation | None]) -> None:
+    for reservation in reservations:
+        if reservation is not None:
+            reservation.release()
 
 
 def job_view(row: Any) -> Job:
@@ -523,17 +587,14 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._finishes: GroupCommit[_Finish, Job | None] = GroupCommit(
-            self._finish_many, key=lambda f: f.job_id
-        )
+        #: Submissions (without idempotency keys) and results of running attempts, group-committed
+        #: together: what queued up during a write goes in the next one, as one statement.
+        self._writes: GroupCommit[_Write, JobStatus | Job | None] = GroupCommit(self._write_many, key=_job_of)
         #: Jobs whose result is in the statement in flight (see `ending_here`).
         self._ending: set[str] = set()
         self._queued_callbacks: list[Callable[[str], None]] = []
         self._changed_callbacks: list[Callable[[str, Job | None], None]] = []
         self._reserve: Callable[[str, datetime], Reservation | None] | None = None
-        self._submissions: GroupCommit[tuple[NewJob, datetime], JobStatus | None] = GroupCommit(
-            self._enqueue_many, key=lambda s: s[0].id
-        )
 
     def on_enqueue(self, reserve: Callable[[str, datetime], Reservation | None]) -> None:
         """`reserve(endpoint, now)` offers a local worker's free slot for each job being submitted; the
@@ -593,7 +654,9 @@ class JobStore:
             # together in the next write, and each write starts as many of its jobs as local workers
             # have free slots (`_enqueue_many`). The write does not depend on the caller, so a submitter
             # that goes away cannot leave a job started on a worker that was never told.
-            return await self._submissions.submit((job, now))
+            status = await self._writes.submit(_Submit(job, now))
+            assert not isinstance(status, Job)
+            return status
         reservation = self._reserve(job.endpoint, now) if self._reserve is not None else None
         # Shielded, for the same reason as the group commit's write.
         return await asyncio.shield(self._insert_single(job, now, reservation))
@@ -622,9 +685,49 @@ class JobStore:
         reservation.deliver(_started(job, reservation.worker_id, now))
         return JobStatus.IN_PROGRESS
 
-    async def _enqueue_many(
-        self, submissions: list[tuple[NewJob, datetime]]
-    ) -> list[JobStatus | Exception | None]:
+    async def _write_many(self, writes: list[_Write]) -> list[JobStatus | Job | Exception | None]:
+        """One write of the group commit: its submissions and its results in one statement when it has
+        both (one commit and one round trip instead of two), else in the statement of their kind."""
+        submissions = [w for w in writes if isinstance(w, _Submit)]
+        results = [w for w in writes if isinstance(w, _Finish)]
+        if not results:
+            return [*await self._enqueue_many(submissions)]
+        if not submissions:
+            return [*await self._finish_many(results)]
+        if _bulky(submissions, results):
+            statuses = await self._enqueue_many(submissions)
+            views = await self._finish_many_or_errors(results)
+        else:
+            statuses, views = await self._enqueue_and_finish(submissions, results)
+        queued, ended = iter(statuses), iter(views)
+        return [next(queued) if isinstance(w, _Submit) else next(ended) for w in writes]
+
+    async def _enqueue_and_finish(
+        self, submissions: list[_Submit], results: list[_Finish]
+    ) -> tuple[list[JobStatus | Exception | None], list[Job | Exception | None]]:
+        """WRITE_MANY; a statement error (not a lost connection) sends each kind to its own statement,
+        where an error reaches only the callers it concerns."""
+        reservations = self._reserve_slots(submissions)
+        statuses: dict[str, JobStatus] = {}
+
+        async def store(results: list[_Finish]) -> list[Job | None]:
+            rows = await self._rows(
+                WRITE_MANY, **self._enqueue_params(submissions, reservations), **_finish_params(results)
+            )
+            ended = {row["id"]: row for row in rows if row["ended"]}
+            statuses.update((row["id"], JobStatus(row["status"])) for row in rows if not row["ended"])
+            return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
+
+        try:
+            views = await self._finish_many(results, store)
+        except BaseException as error:
+            _release_slots(reservations)
+            if isinstance(error, asyncpg.PostgresError):
+                return await self._enqueue_many(submissions), await self._finish_many_or_errors(results)
+            raise
+        return [*self._hand_over(submissions, reservations, statuses)], views
+
+    async def _enqueue_many(self, submissions: list[_Submit]) -> list[JobStatus | Exception | None]:
         """Queues many jobs in one statement; those that find a free slot of a local worker start on it
         in the same statement (skipping a claim round trip), unless older jobs of the endpoint wait.
         A statement error (not a lost connection) fails the whole batch, so then each job is inserted on
@@ -633,41 +736,54 @@ class JobStore:
         if len(submissions) == 1:
             # A lone job takes the one-row statements: the batch's arrays cost a copy of each input
             # more (a 10 MB input: 78 ms in ENQUEUE_MANY against 41 ms in ENQUEUE).
-            return [await self._insert_one(*submissions[0], reservations[0])]
+            (lone,) = submissions
+            return [await self._insert_one(lone.job, lone.now, reservations[0])]
         try:
-            # Each parameter of ENQUEUE_MANY is the array of that parameter of the single ENQUEUE.
-            rows = [self._insert_params(job, now) for job, now in submissions]
-            params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in rows[0]}
-            params["worker_id"] = [r.worker_id if r else None for r in reservations]
-            params["lease_until"] = [r.lease_until if r else None for r in reservations]
-            inserted = await self._rows(ENQUEUE_MANY, **params)
+            inserted = await self._rows(ENQUEUE_MANY, **self._enqueue_params(submissions, reservations))
         except BaseException as error:
-            for reservation in reservations:
-                if reservation is not None:
-                    reservation.release()
+            _release_slots(reservations)
             if isinstance(error, asyncpg.PostgresError):
-                return [await self._insert_one(job, now) for job, now in submissions]
+                return [await self._insert_one(s.job, s.now) for s in submissions]
             raise
         statuses = {row["id"]: JobStatus(row["status"]) for row in inserted}
-        for (job, now), reservation in zip(submissions, reservations, strict=True):
+        return [*self._hand_over(submissions, reservations, statuses)]
+
+    def _enqueue_params(
+        self, submissions: list[_Submit], reservations: list[Reservation | None]
+    ) -> dict[str, list[Any]]:
+        """ENQUEUE_MANY's parameters: each is the array of that parameter of the single ENQUEUE."""
+        rows = [self._insert_params(s.job, s.now) for s in submissions]
+        params: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in rows[0]}
+        params["worker_id"] = [r.worker_id if r else None for r in reservations]
+        params["lease_until"] = [r.lease_until if r else None for r in reservations]
+        return params
+
+    @staticmethod
+    def _hand_over(
+        submissions: list[_Submit], reservations: list[Reservation | None], statuses: dict[str, JobStatus]
+    ) -> list[JobStatus]:
+        """Gives each job inserted as running to its reserved slot, and the other slots back; the statuses
+        in the order of the submissions."""
+        for submission, reservation in zip(submissions, reservations, strict=True):
             if reservation is None:
                 continue
+            job = submission.job
             if statuses[job.id] == JobStatus.IN_PROGRESS:
-                reservation.deliver(_started(job, reservation.worker_id, now))
+                reservation.deliver(_started(job, reservation.worker_id, submission.now))
             else:
                 reservation.release()
-        return [statuses[job.id] for job, _ in submissions]
+        return [statuses[s.job.id] for s in submissions]
 
-    def _reserve_slots(self, submissions: list[tuple[NewJob, datetime]]) -> list[Reservation | None]:
+    def _reserve_slots(self, submissions: list[_Submit]) -> list[Reservation | None]:
         """A free local slot for each submission while there are any, most urgent first (the batch's
         jobs were submitted together; priority decides which of them start now)."""
         reservations: list[Reservation | None] = [None] * len(submissions)
         if self._reserve is None:
             return reservations
         full: set[str] = set()
-        order = sorted(range(len(submissions)), key=lambda k: submissions[k][0].priority)
+        order = sorted(range(len(submissions)), key=lambda k: submissions[k].job.priority)
         for k in order:
-            job, now = submissions[k]
+            job, now = submissions[k].job, submissions[k].now
             if job.endpoint in full:
                 continue
             reservations[k] = self._reserve(job.endpoint, now)
@@ -766,7 +882,7 @@ class JobStore:
         that arrive while another write is in flight are stored together in the next one."""
         if not status.is_terminal:
             raise ValueError(f"{status} is not a terminal state")
-        ended = await self._finishes.submit(_Finish(job_id, attempt, status, output, error, now))
+        ended = await self._writes.submit(_Finish(job_id, attempt, status, output, error, now))
         return ended is not None
 
     def ending_here(self, job_id: str) -> bool:
@@ -775,15 +891,20 @@ class JobStore:
         (see `JobEvents`)."""
         return job_id in self._ending
 
-    async def _finish_many(self, results: list[_Finish]) -> list[Job | Exception | None]:
-        """Ends many running attempts in one statement; each job's final view, or None when the attempt
-        was no longer the job's running one. Every job of the batch is announced to `on_changed` here, in
-        the writer, whatever became of its report: with its view when it ended, without it otherwise."""
+    async def _finish_many(
+        self,
+        results: list[_Finish],
+        store: Callable[[list[_Finish]], Awaitable[list[Job | None]]] | None = None,
+    ) -> list[Job | Exception | None]:
+        """Ends many running attempts in one statement (`store`, by default FINISH or FINISH_MANY); each
+        job's final view, or None when the attempt was no longer the job's running one. Every job of the
+        batch is announced to `on_changed` here, in the writer, whatever became of its report: with its
+        view when it ended, without it otherwise."""
         ids = [r.job_id for r in results]  # distinct: the group commit's key
         self._ending.update(ids)
         views: list[Job | None] = [None] * len(results)
         try:
-            views = await self._store_results(results)
+            views = await (store or self._store_results)(results)
             return [*views]  # a copy, typed as the group commit's results (which may hold errors)
         finally:
             self._ending.difference_update(ids)
@@ -798,22 +919,20 @@ class JobStore:
                 now=r.now,
             )  # fmt: skip
             return [None if row is None else _view(row, r.output)]
-        rows = await self._rows(
-            FINISH_MANY,
-            ids=[r.job_id for r in results],
-            attempts=[r.attempt for r in results],
-            statuses=[str(r.status) for r in results],
-            outputs=[r.output for r in results],
-            errors=[r.error for r in results],
-            nows=[r.now for r in results],
-        )
+        rows = await self._rows(FINISH_MANY, **_finish_params(results))
         ended = {row["id"]: row for row in rows}
         return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
 
+    async def _finish_many_or_errors(self, results: list[_Finish]) -> list[Job | Exception | None]:
+        """`_finish_many` for a write that also stored submissions: its error goes to its own callers."""
+        try:
+            return await self._finish_many(results)
+        except Exception as error:
+            return [error] * len(results)
+
     async def close(self) -> None:
-        """Stops the result writer (what it had not written yet is reported as cancelled)."""
-        await self._finishes.close()
-        await self._submissions.close()
+        """Stops the writer (what it had not written yet is reported as cancelled)."""
+        await self._writes.close()
 
     async def append_chunk(
         self, job_id: str, attempt: int, seq: int | None, data: bytes, now: datetime
