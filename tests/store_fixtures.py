@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from jobwire.server.clock import ManualClock
 from jobwire.server.model import NewJob, Priority
+from jobwire.server.store import JobStore
 
 EP = "ep"
 OTHER = "other"
@@ -27,3 +31,11 @@ def new_job(
     )
     values.update(fields)
     return NewJob(**values)  # type: ignore[arg-type]
+
+
+async def running(store: JobStore, clock: ManualClock, n: int, prefix: str = "job") -> list[tuple[str, int]]:
+    """`n` jobs queued and claimed by worker w1: their (id, attempt)."""
+    for i in range(n):
+        await store.enqueue_job(new_job(f"{prefix}-{i}"), clock.now())
+    claimed = await store.claim_jobs(EP, "w1", n, clock.now() + timedelta(seconds=30), clock.now())
+    return [(c.job.id, c.job.attempt) for c in claimed]

@@ -19,7 +19,7 @@ from jobwire.server.service.events import JobEvents
 from jobwire.server.store import JobStore, libpq_dsn
 from jobwire.server.store.batch import GroupCommit
 from jobwire.server.store.database import JOB_ENDED, ended_ids
-from store_fixtures import EP, new_job
+from store_fixtures import EP, running
 
 
 class RowLock:
@@ -58,13 +58,6 @@ async def row_locked(database_url: str, job_id: str) -> AsyncIterator[RowLock]:
     finally:
         await holder.close()
         await observer.close()
-
-
-async def running(store: JobStore, clock: ManualClock, n: int) -> list[tuple[str, int]]:
-    for i in range(n):
-        await store.enqueue_job(new_job(f"job-{i}"), clock.now())
-    claimed = await store.claim_jobs(EP, "w1", n, clock.now() + timedelta(seconds=30), clock.now())
-    return [(c.job.id, c.job.attempt) for c in claimed]
 
 
 # --- the group commit itself -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The two fast submission paths of the job store: submissions inserted together, and a submission that
-starts at once on a slot a local worker has free."""
+"""The two fast submission paths of the job store: submissions inserted together (with the results that
+queued up beside them), and a submission that starts at once on a slot a local worker has free."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.model import JobStatus
-from jobwire.server.store import ClaimedJob, JobStore
+from jobwire.server.store import ClaimedJob, JobStore, libpq_dsn
 from jobwire.server.store.jobs import Reservation
-from store_fixtures import EP, new_job
+from store_fixtures import EP, new_job, running
 
 
 async def test_concurrent_submissions_are_all_queued_with_their_payloads(
@@ -164,3 +164,84 @@ async def test_a_keyed_submission_starts_on_a_reserved_slot_and_a_repeat_gives_i
     assert (slots.released, slots.free) == (1, 1)  # the repeat's reservation went back
     job = await store.get_job(EP, "keyed", clock.now())
     assert job is not None and (job.status, job.worker_id) == (JobStatus.IN_PROGRESS, "w1")
+
+
+async def writing_transactions(database_url: str, *job_ids: str) -> dict[str, str]:
+    """The transaction that last wrote each job's row (its xmin): rows written by one statement share it."""
+    conn = await asyncpg.connect(libpq_dsn(database_url))
+    try:
+        rows = await conn.fetch("SELECT id, xmin::text AS tx FROM jobs WHERE id = ANY($1::text[])", job_ids)
+    finally:
+        await conn.close()
+    return {row["id"]: row["tx"] for row in rows}
+
+
+async def test_submissions_and_results_that_queue_up_together_are_written_in_one_statement(
+    store: JobStore, clock: ManualClock, database_url: str
+) -> None:
+    (a, attempt_a), (b, attempt_b) = await running(store, clock, 2)
+    announced: list[tuple[str, JobStatus | None]] = []
+    store.on_changed(lambda job_id, view: announced.append((job_id, view.status if view else None)))
+    slots = Slots(free=1)
+    store.on_enqueue(slots.reserve)
+    # All four reach the writer before it runs, so they make one write.
+    outcomes = await asyncio.gather(
+        store.finish_job(a, attempt_a, JobStatus.COMPLETED, b'"a"', None, clock.now()),
+        store.enqueue_job(new_job("x"), clock.now()),
+        store.finish_job(b, attempt_b, JobStatus.FAILED, None, "boom", clock.now()),
+        store.enqueue_job(new_job("y"), clock.now()),
+    )
+    assert outcomes[0] is True and outcomes[2] is True
+    assert [getattr(o, "status", None) for o in outcomes[1::2]] == [JobStatus.IN_QUEUE] * 2
+    transactions = await writing_transactions(database_url, a, b, "x", "y")
+    assert len(transactions) == 4 and len(set(transactions.values())) == 1
+    # The results ended their jobs and were announced with their views; x took the free slot, y waits.
+    assert sorted(announced) == [(a, JobStatus.COMPLETED), (b, JobStatus.FAILED)]
+    job_a, job_b = await store.get_job(EP, a, clock.now()), await store.get_job(EP, b, clock.now())
+    assert job_a is not None and (job_a.status, job_a.output) == (JobStatus.COMPLETED, b'"a"')
+    assert job_b is not None and (job_b.status, job_b.error) == (JobStatus.FAILED, "boom")
+    assert [c.job.id for c in slots.delivered] == ["x"] and slots.free == 0
+    claimed = await store.claim_jobs(EP, "w2", 10, clock.now() + timedelta(seconds=30), clock.now())
+    assert [c.job.id for c in claimed] == ["y"]
+
+
+async def test_a_submission_that_fails_in_a_shared_write_fails_alone_and_the_results_land(
+    store: JobStore, clock: ManualClock
+) -> None:
+    ((a, attempt_a),) = await running(store, clock, 1)
+    slots = Slots(free=1)
+    store.on_enqueue(slots.reserve)
+    outcomes = await asyncio.gather(
+        store.finish_job(a, attempt_a, JobStatus.COMPLETED, b'"a"', None, clock.now()),
+        store.enqueue_job(new_job("x"), clock.now()),
+        store.enqueue_job(new_job("bad", endpoint="no-such-endpoint"), clock.now()),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True
+    assert getattr(outcomes[1], "status", None) == JobStatus.IN_QUEUE
+    assert isinstance(outcomes[2], asyncpg.ForeignKeyViolationError)
+    job_a = await store.get_job(EP, a, clock.now())
+    assert job_a is not None and (job_a.status, job_a.output) == (JobStatus.COMPLETED, b'"a"')
+    job_x = await store.get_job(EP, "x", clock.now())
+    assert job_x is not None and job_x.status in (JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS)
+    assert await store.get_job("no-such-endpoint", "bad", clock.now()) is None
+    # The shared write's slot was given back or used, never lost.
+    assert slots.free + len(slots.delivered) == 1
+
+
+async def test_a_large_result_is_not_copied_into_a_shared_write(
+    store: JobStore, clock: ManualClock, database_url: str
+) -> None:
+    ((a, attempt_a),) = await running(store, clock, 1)
+    large = b'"' + b"x" * 100_000 + b'"'
+    outcomes = await asyncio.gather(
+        store.finish_job(a, attempt_a, JobStatus.COMPLETED, large, None, clock.now()),
+        store.enqueue_job(new_job("x"), clock.now()),
+        store.enqueue_job(new_job("y"), clock.now()),
+    )
+    assert outcomes[0] is True
+    transactions = await writing_transactions(database_url, a, "x", "y")
+    # The submissions went together, the result in a statement of its own.
+    assert transactions["x"] == transactions["y"] != transactions[a]
+    job_a = await store.get_job(EP, a, clock.now())
+    assert job_a is not None and job_a.output == large
