@@ -583,7 +583,9 @@ class JobStore:
     """Jobs in Postgres. Rows never leave this class: it returns domain dataclasses.
 
     Every method is one statement, run in autocommit on a pooled connection (one round trip, committed
-    before it returns); results of running attempts are group-committed (`finish_job`)."""
+    before it returns); submissions without an idempotency key and results of running attempts are
+    group-committed together (`enqueue_job`, `finish_job`): what queues up during a write goes in the
+    next one, both kinds in one statement."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
