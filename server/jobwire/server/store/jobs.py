@@ -325,7 +325,7 @@ FINISH_MANY = sql(
 
 # ENQUEUE_MANY and FINISH_MANY in one statement, for submissions and results that queued up together:
 # one commit (one WAL flush) and one round trip instead of two. The rows of both come back, told apart by
-# `ended` (a finished job's view) and `queued` (a submission's id and status).
+# `ended`: true for a finished job's view, false for a submission's id and status.
 WRITE_MANY = sql(
     f"""
     WITH {_ENQUEUE_MANY_CTES}, {_FINISH_MANY_CTES}
@@ -547,6 +547,13 @@ def _finish_params(results: list[_Finish]) -> dict[str, list[Any]]:
     }
 
 
+def _views(results: list[_Finish], ended_rows: list[Any]) -> list[Job | None]:
+    """Each result's final view from the rows of the jobs it ended (the output is the report's); None for a
+    report that ended nothing."""
+    ended = {row["id"]: row for row in ended_rows}
+    return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
+
+
 def _release_slots(reservations: list[Reservation | None]) -> None:
     for reservation in reservations:
         if reservation is not None:
@@ -697,8 +704,7 @@ class JobStore:
         if not submissions:
             return [*await self._finish_many(results)]
         if _bulky(submissions, results):
-            statuses = await self._enqueue_many(submissions)
-            views = await self._finish_many_or_errors(results)
+            statuses, views = await self._separately(submissions, results)
         else:
             statuses, views = await self._enqueue_and_finish(submissions, results)
         queued, ended = iter(statuses), iter(views)
@@ -716,18 +722,28 @@ class JobStore:
             rows = await self._rows(
                 WRITE_MANY, **self._enqueue_params(submissions, reservations), **_finish_params(results)
             )
-            ended = {row["id"]: row for row in rows if row["ended"]}
             statuses.update((row["id"], JobStatus(row["status"])) for row in rows if not row["ended"])
-            return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
+            return _views(results, [row for row in rows if row["ended"]])
 
         try:
             views = await self._finish_many(results, store)
         except BaseException as error:
             _release_slots(reservations)
             if isinstance(error, asyncpg.PostgresError):
-                return await self._enqueue_many(submissions), await self._finish_many_or_errors(results)
+                return await self._separately(submissions, results)
             raise
         return [*self._hand_over(submissions, reservations, statuses)], views
+
+    async def _separately(
+        self, submissions: list[_Submit], results: list[_Finish]
+    ) -> tuple[list[JobStatus | Exception | None], list[Job | Exception | None]]:
+        """Each kind in its own statement; an error of the results' statement goes to their callers only."""
+        statuses = await self._enqueue_many(submissions)
+        try:
+            views = await self._finish_many(results)
+        except Exception as error:
+            views = [error] * len(results)
+        return statuses, views
 
     async def _enqueue_many(self, submissions: list[_Submit]) -> list[JobStatus | Exception | None]:
         """Queues many jobs in one statement; those that find a free slot of a local worker start on it
@@ -921,16 +937,7 @@ class JobStore:
                 now=r.now,
             )  # fmt: skip
             return [None if row is None else _view(row, r.output)]
-        rows = await self._rows(FINISH_MANY, **_finish_params(results))
-        ended = {row["id"]: row for row in rows}
-        return [_view(ended[r.job_id], r.output) if r.job_id in ended else None for r in results]
-
-    async def _finish_many_or_errors(self, results: list[_Finish]) -> list[Job | Exception | None]:
-        """`_finish_many` for a write that also stored submissions: its error goes to its own callers."""
-        try:
-            return await self._finish_many(results)
-        except Exception as error:
-            return [error] * len(results)
+        return _views(results, await self._rows(FINISH_MANY, **_finish_params(results)))
 
     async def close(self) -> None:
         """Stops the writer (what it had not written yet is reported as cancelled)."""
