@@ -356,7 +356,7 @@ class Session:
         self._jobs.pop(job.key, None)
         # A cancelled attempt is not reported (the server already ended it), but its slot is free now.
         if outcome is not None and not job.context.cancelled:
-            self._send(worker_pb2.ConnectRequest(result=self._result(job, outcome)))
+            self._send(self._result(job, outcome))
         if self._waiting and not self._closed:
             self._start(*self._waiting.popleft())
         self._top_up()
@@ -372,8 +372,13 @@ class Session:
             self._granted += wanted
             self._send(worker_pb2.ConnectRequest(credit=worker_pb2.Credit(slots=wanted)))
 
-    def _result(self, job: _Job, outcome: Outcome) -> worker_pb2.Result:
-        result = worker_pb2.Result(job_id=job.job_id, attempt=job.attempt)
+    def _result(self, job: _Job, outcome: Outcome) -> worker_pb2.ConnectRequest:
+        # Written into the message in place: a Result built apart and passed to the message's constructor
+        # would be copied into it, the output with it.
+        message = worker_pb2.ConnectRequest()
+        result = message.result
+        result.job_id = job.job_id
+        result.attempt = job.attempt
         output, error = outcome.output, outcome.error
         room = self._message_limit - _ENVELOPE
         if output is not None and len(output) > room:
@@ -384,7 +389,7 @@ class Session:
         if error is not None:
             # Truncated rather than sent whole: a message over the limit would break the stream.
             result.error = error.encode()[: room // 2].decode(errors="ignore")
-        return result
+        return message
 
     def _emit(self, job: _Job, payload: bytes) -> None:
         if job.context.cancelled:

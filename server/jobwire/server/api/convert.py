@@ -29,8 +29,13 @@ def status(value: JobStatus) -> job_pb2.JobStatus.ValueType:
     return job_pb2.JobStatus.Value(value.value)
 
 
-def job(view: Job, now: datetime) -> job_pb2.Job:
-    message = job_pb2.Job(id=view.id, status=status(view.status))
+def job(view: Job, now: datetime, message: job_pb2.Job | None = None) -> job_pb2.Job:
+    """The job's message, written into `message` when given (a response's field): a Job built apart and
+    passed to a response's constructor is copied into it, its output (up to the payload limit) with it."""
+    if message is None:
+        message = job_pb2.Job()
+    message.id = view.id
+    message.status = status(view.status)
     _timings(message, view, now)
     if view.output is not None:
         message.output = view.output

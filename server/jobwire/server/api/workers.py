@@ -29,17 +29,18 @@ BATCH_BYTES = 256 * 1024
 
 
 def _assign(event: AssignJob) -> worker_pb2.ConnectResponse:
+    # Written into the response in place: an Assign built apart and passed to the response's constructor
+    # would be copied into it, the input with it (6 ms more for a 10 MB input, most of it page faults).
     claimed = event.claimed
-    return worker_pb2.ConnectResponse(
-        assign=worker_pb2.Assign(
-            job_id=claimed.job.id,
-            attempt=claimed.job.attempt,
-            input=claimed.input,
-            s3_config=claimed.s3_config or b"",
-            webhook=claimed.webhook or "",
-            execution_timeout_ms=claimed.execution_timeout_ms,
-        )
-    )
+    response = worker_pb2.ConnectResponse()
+    assign = response.assign
+    assign.job_id = claimed.job.id
+    assign.attempt = claimed.job.attempt
+    assign.input = claimed.input
+    assign.s3_config = claimed.s3_config or b""
+    assign.webhook = claimed.webhook or ""
+    assign.execution_timeout_ms = claimed.execution_timeout_ms
+    return response
 
 
 def _accelerators(hello: worker_pb2.Hello) -> str:
