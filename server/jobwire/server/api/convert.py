@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 from jobwire.server.model import Chunk, Job, JobCounts, JobStatus, JobSummary
 from jobwire.server.service.jobs import Submission
@@ -46,6 +47,23 @@ def job(view: Job, now: datetime, message: job_pb2.Job | None = None) -> job_pb2
     if view.worker_id is not None:
         message.worker_id = view.worker_id
     return message
+
+
+_Response = TypeVar(
+    "_Response",
+    jobs_pb2.RunResponse,
+    jobs_pb2.RunSyncResponse,
+    jobs_pb2.StatusResponse,
+    jobs_pb2.StatusSyncResponse,
+    jobs_pb2.CancelResponse,
+    jobs_pb2.RetryResponse,
+)
+
+
+def with_job(response: _Response, view: Job, now: datetime) -> _Response:
+    """`response` with the job written into its `job` field in place (see `job`)."""
+    job(view, now, response.job)
+    return response
 
 
 def request_summary(summary: JobSummary, now: datetime) -> jobs_pb2.RequestSummary:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import TypeVar
 
 from jobwire.server.api import convert
 from jobwire.server.api.context import CallContext, metadata_value
 from jobwire.server.clock import Clock
-from jobwire.server.model import Chunk, Endpoint, Job, JobStatus, Role
+from jobwire.server.model import Chunk, Endpoint, JobStatus, Role
 from jobwire.server.service.auth import Authenticator
 from jobwire.server.service.jobs import JobService
 from jobwire.server.service.limits import RateLimiter
@@ -69,7 +67,7 @@ class JobApi:
         job = await self._service.submit(
             endpoint, convert.submission(request.job, key), max_bytes=self._run_limit
         )
-        return _with_job(jobs_pb2.RunResponse(), job, self._clock.now())
+        return convert.with_job(jobs_pb2.RunResponse(), job, self._clock.now())
 
     async def run_sync(
         self, request: jobs_pb2.RunSyncRequest, context: CallContext
@@ -81,13 +79,13 @@ class JobApi:
         job = await self._service.run_sync(
             endpoint, convert.submission(request.job, key), max_bytes=self._runsync_limit, wait_ms=wait_ms
         )
-        return _with_job(jobs_pb2.RunSyncResponse(), job, self._clock.now())
+        return convert.with_job(jobs_pb2.RunSyncResponse(), job, self._clock.now())
 
     async def status(self, request: jobs_pb2.StatusRequest, context: CallContext) -> jobs_pb2.StatusResponse:
         endpoint = await self._endpoint(context, request.endpoint_id, "status")
         ttl = request.ttl if request.HasField("ttl") else None
         job = await self._service.status(endpoint, request.job_id, ttl)
-        return _with_job(jobs_pb2.StatusResponse(), job, self._clock.now())
+        return convert.with_job(jobs_pb2.StatusResponse(), job, self._clock.now())
 
     async def status_sync(
         self, request: jobs_pb2.StatusSyncRequest, context: CallContext
@@ -95,7 +93,7 @@ class JobApi:
         endpoint = await self._endpoint(context, request.endpoint_id, "status")
         wait_ms = self._wait_ms(context, request.wait if request.HasField("wait") else None)
         job = await self._service.wait_for_end(endpoint, request.job_id, wait_ms)
-        return _with_job(jobs_pb2.StatusSyncResponse(), job, self._clock.now())
+        return convert.with_job(jobs_pb2.StatusSyncResponse(), job, self._clock.now())
 
     async def stream(
         self, request: jobs_pb2.StreamRequest, context: CallContext
@@ -124,12 +122,12 @@ class JobApi:
     async def cancel(self, request: jobs_pb2.CancelRequest, context: CallContext) -> jobs_pb2.CancelResponse:
         endpoint = await self._endpoint(context, request.endpoint_id, "cancel")
         job = await self._service.cancel(endpoint, request.job_id)
-        return _with_job(jobs_pb2.CancelResponse(), job, self._clock.now())
+        return convert.with_job(jobs_pb2.CancelResponse(), job, self._clock.now())
 
     async def retry(self, request: jobs_pb2.RetryRequest, context: CallContext) -> jobs_pb2.RetryResponse:
         endpoint = await self._endpoint(context, request.endpoint_id, "cancel")
         job = await self._service.retry(endpoint, request.job_id)
-        return _with_job(jobs_pb2.RetryResponse(), job, self._clock.now())
+        return convert.with_job(jobs_pb2.RetryResponse(), job, self._clock.now())
 
     async def purge_queue(
         self, request: jobs_pb2.PurgeQueueRequest, context: CallContext
@@ -169,20 +167,3 @@ class JobApi:
             return jobs_pb2.EndpointSummary(name=endpoint.name, health=convert.health(counts, workers))
 
         return jobs_pb2.ListEndpointsResponse(endpoints=await asyncio.gather(*map(summary, endpoints)))
-
-
-_Response = TypeVar(
-    "_Response",
-    jobs_pb2.RunResponse,
-    jobs_pb2.RunSyncResponse,
-    jobs_pb2.StatusResponse,
-    jobs_pb2.StatusSyncResponse,
-    jobs_pb2.CancelResponse,
-    jobs_pb2.RetryResponse,
-)
-
-
-def _with_job(response: _Response, view: Job, now: datetime) -> _Response:
-    """`response` with the job written into its `job` field in place (see `convert.job`)."""
-    convert.job(view, now, response.job)
-    return response
