@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-from jobwire.server.store import create_engine
+from jobwire.server.clock import ManualClock
+from jobwire.server.model import JobStatus
+from jobwire.server.store import AdminStore, Database, JobStore, create_engine
 from jobwire.server.store.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
 from jobwire.server.store.tables import metadata
+from store_fixtures import new_job
 
 
 def _diff(connection: Connection) -> list[object]:
@@ -58,12 +62,51 @@ async def test_payloads_are_stored_uncompressed(empty_database_url: str) -> None
         async with engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT c.relname, a.attstorage::text FROM pg_attribute a "
+                    "SELECT c.relname, a.attname, a.attstorage::text FROM pg_attribute a "
                     "JOIN pg_class c ON c.oid = a.attrelid "
-                    "WHERE c.relname IN ('job_payloads', 'job_chunks') AND a.attname = 'data'"
+                    "WHERE (c.relname IN ('job_payloads', 'job_chunks') AND a.attname = 'data') "
+                    "OR (c.relname = 'jobs' AND a.attname IN ('input', 'output'))"
                 )
             )
-            storage: dict[str, str] = {str(name): str(kind) for name, kind in rows.all()}
+            storage = {f"{name}.{column}": str(kind) for name, column, kind in rows.all()}
     finally:
         await engine.dispose()
-    assert storage == {"job_payloads": "e", "job_chunks": "e"}  # EXTERNAL: out of line, not compressed
+    # EXTERNAL: out of line, not compressed; PLAIN: the small documents in the job's row, as they are.
+    assert storage == {
+        "job_payloads.data": "e",
+        "job_chunks.data": "e",
+        "jobs.input": "p",
+        "jobs.output": "p",
+    }
+
+
+async def test_downgrading_moves_the_small_documents_back_to_their_table(empty_database_url: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url)
+    clock = ManualClock()
+    db = Database(empty_database_url)
+    store = JobStore(db)
+    try:
+        await AdminStore(db).create_endpoint(
+            "inline", clock.now(), {"execution_timeout_ms": 600_000, "max_attempts": 3}
+        )
+        await store.enqueue_job(new_job("j", endpoint="inline", input=b'"in"'), clock.now())
+        (claimed,) = await store.claim_jobs(
+            "inline", "w1", 1, clock.now() + timedelta(seconds=30), clock.now()
+        )
+        assert await store.finish_job(
+            "j", claimed.job.attempt, JobStatus.COMPLETED, b'"out"', None, clock.now()
+        )
+    finally:
+        await store.close()
+        await db.dispose()
+    await asyncio.to_thread(downgrade, empty_database_url, "7b2e4f6a8c10")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT kind, data FROM job_payloads ORDER BY kind"))
+            assert [(kind, bytes(data)) for kind, data in rows.all()] == [
+                ("input", b'"in"'),
+                ("output", b'"out"'),
+            ]
+    finally:
+        await engine.dispose()

@@ -34,6 +34,23 @@ VIEW = (
     "j.worker_id, j.error"
 )
 
+#: Inputs and outputs up to this many bytes live in the job's own row (`jobs.input`, `jobs.output`);
+#: larger ones in `job_payloads`. A separate row costs Postgres an insert, an index entry and its WAL
+#: for every job, which a small document (the usual prompt, the usual result) does not need; the two
+#: inline columns together stay under the row size (about 2 kB) at which Postgres starts to compress
+#: and move values out of line on every update of the row. The statements decide, from the length.
+INLINE_MAX = 768
+
+
+def _inline(value: str) -> str:
+    """The value for the inline column: itself when small, else NULL (it goes to `job_payloads`)."""
+    return f"CASE WHEN octet_length({value}) <= {INLINE_MAX} THEN {value} END"
+
+
+def _apart(value: str) -> str:
+    """True for a value too large for the row (NULL for a missing one: nothing to store)."""
+    return f"octet_length({value}) > {INLINE_MAX}"
+
 
 def _outbox(ended: str) -> str:
     """A CTE that queues the webhook of every job in `ended` (which returns seq and webhook), in the same
@@ -44,10 +61,12 @@ def _outbox(ended: str) -> str:
     )"""
 
 
-# The output a view shows: the latest progress update while the job runs, its result afterwards.
 # The view columns of the rows a finish returns (its `done` CTE returns VIEW): the output is the report's.
 _DONE_VIEW = VIEW.replace("j.", "done.")
 
+# The output a view shows: the latest progress update while the job runs, its result afterwards (inline
+# or apart; a running job has no inline output: it is set when the job ends and cleared by a retry).
+_OUTPUT = "COALESCE(j.output, p.data) AS output"
 _OUTPUT_JOIN = (
     "LEFT JOIN job_payloads p ON p.job_seq = j.seq "
     "AND p.kind = CASE WHEN j.status = 'IN_PROGRESS' THEN 'progress' ELSE 'output' END"
@@ -62,16 +81,16 @@ ENQUEUE = sql(
     f"""
     WITH new_job AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
-                          ttl_ms, retention_ms, created_at, queued_at, expires_at, idempotency_key)
+                          ttl_ms, retention_ms, created_at, queued_at, expires_at, idempotency_key, input)
         VALUES (:id, :endpoint, 'IN_QUEUE', :priority, :max_attempts, :sync, :webhook, :execution_timeout_ms,
                 :ttl_ms, :retention_ms, :now, :now,
                 CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond',
-                :idempotency_key)
+                :idempotency_key, {_inline("CAST(:input AS bytea)")})
         ON CONFLICT (endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING seq
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)
-        SELECT seq, 'input', :input FROM new_job
+        SELECT seq, 'input', :input FROM new_job WHERE {_apart("CAST(:input AS bytea)")}
         UNION ALL
         SELECT seq, 's3_config', CAST(:s3_config AS bytea) FROM new_job
         WHERE CAST(:s3_config AS bytea) IS NOT NULL
@@ -93,7 +112,7 @@ ENQUEUE_CLAIMED = sql(
     ), new_job AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
                           ttl_ms, retention_ms, created_at, queued_at, expires_at, idempotency_key,
-                          attempt, started_at, worker_id, lease_until, deadline_at)
+                          attempt, started_at, worker_id, lease_until, deadline_at, input)
         SELECT :id, :endpoint, CASE WHEN waiting THEN 'IN_QUEUE' ELSE 'IN_PROGRESS' END, :priority,
                :max_attempts, :sync, :webhook, :execution_timeout_ms, :ttl_ms, :retention_ms, :now, :now,
                CAST(:now AS timestamptz) + CAST(:ttl_ms AS integer) * interval '1 millisecond',
@@ -103,13 +122,14 @@ ENQUEUE_CLAIMED = sql(
                CASE WHEN waiting THEN NULL ELSE CAST(:worker_id AS text) END,
                CASE WHEN waiting THEN NULL ELSE CAST(:lease_until AS timestamptz) END,
                CASE WHEN waiting THEN NULL ELSE CAST(:now AS timestamptz)
-                   + CAST(:execution_timeout_ms AS integer) * interval '1 millisecond' END
+                   + CAST(:execution_timeout_ms AS integer) * interval '1 millisecond' END,
+               {_inline("CAST(:input AS bytea)")}
         FROM ahead
         ON CONFLICT (endpoint, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING seq, status
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)
-        SELECT seq, 'input', :input FROM new_job
+        SELECT seq, 'input', :input FROM new_job WHERE {_apart("CAST(:input AS bytea)")}
         UNION ALL
         SELECT seq, 's3_config', CAST(:s3_config AS bytea) FROM new_job
         WHERE CAST(:s3_config AS bytea) IS NOT NULL
@@ -144,7 +164,7 @@ _ENQUEUE_MANY_CTES = f"""
     ), new_jobs AS (
         INSERT INTO jobs (id, endpoint, status, priority, max_attempts, sync, webhook, execution_timeout_ms,
                           ttl_ms, retention_ms, created_at, queued_at, expires_at,
-                          attempt, started_at, worker_id, lease_until, deadline_at)
+                          attempt, started_at, worker_id, lease_until, deadline_at, input)
         SELECT id, endpoint, CASE WHEN started THEN 'IN_PROGRESS' ELSE 'IN_QUEUE' END, priority, max_attempts,
                sync, webhook, execution_timeout_ms, ttl_ms, retention_ms, now, now,
                now + ttl_ms * interval '1 millisecond',
@@ -152,12 +172,14 @@ _ENQUEUE_MANY_CTES = f"""
                CASE WHEN started THEN now END,
                CASE WHEN started THEN worker_id END,
                CASE WHEN started THEN lease_until END,
-               CASE WHEN started THEN now + execution_timeout_ms * interval '1 millisecond' END
+               CASE WHEN started THEN now + execution_timeout_ms * interval '1 millisecond' END,
+               {_inline("input")}
         FROM placed
         RETURNING seq, id, endpoint, status
     ), payloads AS (
         INSERT INTO job_payloads (job_seq, kind, data)
         SELECT j.seq, 'input', s.input FROM new_jobs j JOIN submitted s ON s.id = j.id
+        WHERE {_apart("s.input")}
         UNION ALL
         SELECT j.seq, 's3_config', s.s3_config FROM new_jobs j JOIN submitted s ON s.id = j.id
         WHERE s.s3_config IS NOT NULL
@@ -175,7 +197,7 @@ ENQUEUE_MANY = sql(
 
 GET_BY_IDEMPOTENCY_KEY = sql(
     f"""
-    SELECT {VIEW}, p.data AS output, {ALIVE} AS alive
+    SELECT {VIEW}, {_OUTPUT}, {ALIVE} AS alive
     FROM jobs j
     {_OUTPUT_JOIN}
     WHERE j.endpoint = :endpoint AND j.idempotency_key = :key
@@ -190,7 +212,7 @@ FORGET_IDEMPOTENCY_KEY = sql(
 
 GET = sql(
     f"""
-    SELECT {VIEW}, p.data AS output
+    SELECT {VIEW}, {_OUTPUT}
     FROM jobs j
     {_OUTPUT_JOIN}
     WHERE j.endpoint = :endpoint AND j.id = :id AND {ALIVE}
@@ -214,7 +236,7 @@ RETRY = sql(
         UPDATE jobs j
         SET status = 'IN_QUEUE', retries = retries + 1, max_attempts = attempt + :attempt_budget,
             queued_at = :now, started_at = NULL, finished_at = NULL, retain_until = NULL, lease_until = NULL,
-            worker_id = NULL, error = NULL, stream_read_seq = 0,
+            worker_id = NULL, error = NULL, output = NULL, stream_read_seq = 0,
             expires_at = CAST(:now AS timestamptz) + ttl_ms * interval '1 millisecond'
         WHERE j.endpoint = :endpoint AND j.id = :id AND j.status IN ('FAILED', 'TIMED_OUT') AND {ALIVE}
         RETURNING j.*
@@ -263,11 +285,13 @@ CLAIM = sql(
             lease_until = :lease_until,
             deadline_at = CAST(:now AS timestamptz) + execution_timeout_ms * interval '1 millisecond'
         FROM picked WHERE j.seq = picked.seq
-        RETURNING j.seq, j.priority, {VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook
+        RETURNING j.seq, j.priority, {VIEW}, NULL::bytea AS output, j.execution_timeout_ms, j.webhook,
+                  j.input AS inline_input
     )
-    SELECT c.*, i.data AS input, s.data AS s3_config
+    SELECT c.seq, c.priority, {VIEW.replace("j.", "c.")}, c.output, c.execution_timeout_ms, c.webhook,
+           COALESCE(c.inline_input, i.data) AS input, s.data AS s3_config
     FROM claimed c
-    JOIN job_payloads i ON i.job_seq = c.seq AND i.kind = 'input'
+    LEFT JOIN job_payloads i ON i.job_seq = c.seq AND i.kind = 'input'
     LEFT JOIN job_payloads s ON s.job_seq = c.seq AND s.kind = 's3_config'
     ORDER BY c.priority, c.seq
     """
@@ -277,12 +301,13 @@ CLAIM = sql(
 FINISH = sql(
     f"""
     WITH done AS (
-        UPDATE jobs j SET status = :status, error = :error, {_ENDED}
+        UPDATE jobs j
+        SET status = :status, error = :error, output = {_inline("CAST(:output AS bytea)")}, {_ENDED}
         WHERE j.id = :id AND j.attempt = :attempt AND j.status = 'IN_PROGRESS'
         RETURNING j.seq, j.webhook, {VIEW}
     ), {_outbox("done")}, stored AS (
         INSERT INTO job_payloads (job_seq, kind, data)
-        SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE CAST(:output AS bytea) IS NOT NULL
+        SELECT seq, 'output', CAST(:output AS bytea) FROM done WHERE {_apart("CAST(:output AS bytea)")}
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
     )
     SELECT {_DONE_VIEW}, pg_notify('{JOB_ENDED}', id) FROM done
@@ -297,7 +322,8 @@ _FINISH_MANY_CTES = f"""
                              CAST(:outputs AS bytea[]), CAST(:errors AS text[]), CAST(:nows AS timestamptz[]))
             AS r(id, attempt, status, output, error, now)
     ), done AS (
-        UPDATE jobs j SET status = r.status, error = r.error, finished_at = r.now, lease_until = NULL,
+        UPDATE jobs j SET status = r.status, error = r.error, output = {_inline("r.output")},
+            finished_at = r.now, lease_until = NULL,
             deadline_at = NULL, retain_until = r.now + j.retention_ms * interval '1 millisecond'
         FROM reports r
         WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'IN_PROGRESS'
@@ -307,7 +333,7 @@ _FINISH_MANY_CTES = f"""
         SELECT seq, webhook, now, now FROM done WHERE webhook IS NOT NULL
     ), stored AS (
         INSERT INTO job_payloads (job_seq, kind, data)
-        SELECT seq, 'output', output FROM done WHERE output IS NOT NULL
+        SELECT seq, 'output', output FROM done WHERE {_apart("output")}
         ON CONFLICT (job_seq, kind) DO UPDATE SET data = EXCLUDED.data
     ), ended_notified AS (
         SELECT pg_notify('{JOB_ENDED}', string_agg(id, ' ')) FROM (

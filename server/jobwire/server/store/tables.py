@@ -4,7 +4,9 @@ migrations produce exactly this.
 Layout (see docs/architecture notes in the README):
 - `jobs` is the hot row: state, attempt, lease and timing columns only, so lifecycle UPDATEs stay small.
 - `job_payloads` holds the JSON documents (input, output, progress, s3Config) as bytes, apart from the
-  hot row, so a 10 MB input is written once and never rewritten by a state change.
+  hot row, so a 10 MB input is written once and never rewritten by a state change. Small inputs and
+  outputs (up to `store.jobs.INLINE_MAX` bytes) are the exception: they live in the job's row, which
+  saves a row, an index entry and their WAL per document.
 - `job_chunks` holds streamed output, numbered per job.
 """
 
@@ -127,6 +129,10 @@ jobs = Table(
     Column("stream_read_seq", Integer, nullable=False, server_default=text("0")),
     # A client's Idempotency-Key: a repeated submit with it returns this job while it is retained.
     Column("idempotency_key", Text, nullable=True),
+    # The input and the output when small (else they are in job_payloads). Stored PLAIN (set by the
+    # migration): never compressed or moved out of line, as the statements keep them small.
+    Column("input", LargeBinary, nullable=True),
+    Column("output", LargeBinary, nullable=True),
     CheckConstraint(_in("status", JOB_STATUSES), name="status"),
     # The claim: queued jobs of one endpoint, normal before low priority, oldest first. Partial, so
     # its size follows the queue, not the history.

@@ -26,7 +26,7 @@ CLAIM = text(
     )
     SELECT c.id AS delivery_id, c.url, c.attempts, e.webhook_secret,
            j.id, j.endpoint, j.status, j.attempt, j.retries, j.queued_at, j.started_at, j.finished_at,
-           j.worker_id, j.error, o.data AS output, i.data AS input
+           j.worker_id, j.error, COALESCE(j.output, o.data) AS output, COALESCE(j.input, i.data) AS input
     FROM claimed c
     JOIN jobs j ON j.seq = c.job_seq
     JOIN endpoints e ON e.name = j.endpoint
