@@ -112,6 +112,25 @@ async def test_credits_count_up_to_the_slots_and_at_most_three_prefetched_jobs_p
     w.close()
 
 
+async def test_submissions_start_on_idle_workers_in_turn(service: Running) -> None:
+    """Two idle workers with two slots each and room to prefetch: consecutive submissions go to one and
+    then the other, not all to the first while it has credits."""
+    workers = [worker(service, f"w{i}", slots=2, prefetch=2) for i in (1, 2)]
+    for w in workers:
+        await w.start()
+    # Welcome comes before the server registers the worker: wait until both are counted.
+    while (await service.http.get(f"/v2/{ENDPOINT}/health", headers=service.headers())).json()["workers"][
+        "idle"
+    ] != 2:
+        await asyncio.sleep(0.01)
+    jobs = [await submit(service) for _ in range(4)]
+    placed = [(await status(service, job_id)).get("workerId") for job_id in jobs]
+    assert sorted(map(str, placed)) == ["w1", "w1", "w2", "w2"]
+    assert placed[0] != placed[1] and placed[2] != placed[3]
+    for w in workers:
+        w.close()
+
+
 async def test_a_freed_slot_claims_only_when_jobs_were_queued_since_the_queue_was_found_empty(
     service: Running,
 ) -> None:

@@ -120,6 +120,29 @@ class WorkerSession:
         return self.slots + self.prefetch
 
 
+def _spread(sessions: deque[WorkerSession] | None) -> WorkerSession | None:
+    """The worker a submission starts on: the next one in turn with an idle slot, else the next one with
+    room to prefetch; the turn then passes it. Taking the first worker with any credit (as before) put
+    every submission on one worker while it had credits, prefetched ones included, so a second worker
+    could sit idle beside one with jobs waiting in its prefetch."""
+    if not sessions:
+        return None
+    spare: int | None = None
+    for i, session in enumerate(sessions):
+        if session.closed or session.draining or session.credits <= session.reserved:
+            continue
+        if len(session.in_flight) + session.reserved < session.slots:
+            sessions.rotate(-(i + 1))
+            return session
+        if spare is None:
+            spare = i
+    if spare is None:
+        return None
+    chosen = sessions[spare]
+    sessions.rotate(-(spare + 1))
+    return chosen
+
+
 def split_json_string(raw: bytes, limit: int) -> list[bytes]:
     """A JSON string longer than `limit` bytes as several JSON strings of at most `limit` bytes (Runpod:
     "larger outputs will be split across multiple chunks"); any other document as it is."""
@@ -403,17 +426,17 @@ class Dispatcher:
     def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
         """A free slot of a local worker of the endpoint, for a job being submitted (see
         `JobStore.on_enqueue`); None when every worker here is busy."""
-        for session in self._by_endpoint.get(endpoint, ()):
-            if not session.closed and not session.draining and session.credits > session.reserved:
-                session.reserved += 1
-                claim_started = self._observe.claim_started()
-                return Reservation(
-                    worker_id=session.worker_id,
-                    lease_until=now + timedelta(milliseconds=self.settings.lease_ms),
-                    deliver=partial(self._deliver_reserved, session, claim_started),
-                    release=partial(self._unreserve, session),
-                )
-        return None
+        session = _spread(self._by_endpoint.get(endpoint))
+        if session is None:
+            return None
+        session.reserved += 1
+        claim_started = self._observe.claim_started()
+        return Reservation(
+            worker_id=session.worker_id,
+            lease_until=now + timedelta(milliseconds=self.settings.lease_ms),
+            deliver=partial(self._deliver_reserved, session, claim_started),
+            release=partial(self._unreserve, session),
+        )
 
     def _deliver_reserved(
         self, session: WorkerSession, claim_started: int | None, claimed: ClaimedJob
