@@ -120,27 +120,21 @@ class WorkerSession:
         return self.slots + self.prefetch
 
 
-def _spread(sessions: deque[WorkerSession] | None) -> WorkerSession | None:
-    """The worker a submission starts on: the next one in turn with an idle slot, else the next one with
-    room to prefetch; the turn then passes it. Taking the first worker with any credit (as before) put
-    every submission on one worker while it had credits, prefetched ones included, so a second worker
-    could sit idle beside one with jobs waiting in its prefetch."""
-    if not sessions:
-        return None
-    spare: int | None = None
-    for i, session in enumerate(sessions):
+def _first_free(sessions: deque[WorkerSession] | None) -> WorkerSession | None:
+    """The worker a submission starts on: the first with an idle slot, else the first with room to
+    prefetch. Taking the first with any credit (as before) could leave a job waiting in one worker's
+    prefetch while another worker had a slot idle. First fit, not turns: spreading submissions over
+    workers with idle slots cost the benchmark's steady case about 10 % (no-op jobs, 2 workers x 10
+    slots: 1,439-1,736 jobs/s against 1,745-1,844), as more workers woke for fewer jobs each."""
+    prefetching: WorkerSession | None = None
+    for session in sessions or ():
         if session.closed or session.draining or session.credits <= session.reserved:
             continue
         if len(session.in_flight) + session.reserved < session.slots:
-            sessions.rotate(-(i + 1))
             return session
-        if spare is None:
-            spare = i
-    if spare is None:
-        return None
-    chosen = sessions[spare]
-    sessions.rotate(-(spare + 1))
-    return chosen
+        if prefetching is None:
+            prefetching = session
+    return prefetching
 
 
 def split_json_string(raw: bytes, limit: int) -> list[bytes]:
@@ -426,7 +420,7 @@ class Dispatcher:
     def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
         """A free slot of a local worker of the endpoint, for a job being submitted (see
         `JobStore.on_enqueue`); None when every worker here is busy."""
-        session = _spread(self._by_endpoint.get(endpoint))
+        session = _first_free(self._by_endpoint.get(endpoint))
         if session is None:
             return None
         session.reserved += 1
