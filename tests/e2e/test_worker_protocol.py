@@ -112,29 +112,6 @@ async def test_credits_count_up_to_the_slots_and_at_most_three_prefetched_jobs_p
     w.close()
 
 
-async def test_a_submission_starts_on_an_idle_slot_before_it_waits_in_a_prefetch(service: Running) -> None:
-    """w1 has its one slot busy and room to prefetch two more; w2 is idle: the next job goes to w2."""
-    w1 = worker(service, "w1", slots=1, prefetch=2)
-    await w1.start()
-    first = await submit(service)
-    assert (await w1.assignment()).job_id == first
-    w1.send(credit=worker_pb2.Credit(slots=2))  # asks for prefetched jobs
-    w2 = worker(service, "w2", slots=1)
-    await w2.start()
-    # Welcome comes before the server registers the worker: wait until it is counted.
-    while (await service.http.get(f"/v2/{ENDPOINT}/health", headers=service.headers())).json()["workers"][
-        "idle"
-    ] != 1:
-        await asyncio.sleep(0.01)
-    second = await submit(service)
-    assert (await status(service, second)).get("workerId") == "w2"
-    assert (await w2.assignment()).job_id == second
-    third = await submit(service)  # no idle slot left: it waits in w1's prefetch
-    assert (await status(service, third)).get("workerId") == "w1"
-    w1.close()
-    w2.close()
-
-
 async def test_a_freed_slot_claims_only_when_jobs_were_queued_since_the_queue_was_found_empty(
     service: Running,
 ) -> None:
