@@ -402,7 +402,13 @@ class Dispatcher:
 
     def _reserve(self, endpoint: str, now: datetime) -> Reservation | None:
         """A free slot of a local worker of the endpoint, for a job being submitted (see
-        `JobStore.on_enqueue`); None when every worker here is busy."""
+        `JobStore.on_enqueue`); None when every worker here is busy.
+
+        The first worker with any credit, prefetch included, on purpose: jobs kept on one worker come
+        back in bigger result batches. Measured with the benchmark's steady case (2 workers x 10 slots,
+        no-op jobs), spreading submissions in turn cost about 10 % and preferring another worker's idle
+        slot to this one's prefetch about 15 %. Prefetch engages only for jobs shorter than about a
+        round trip, so a prefetched job's wait is short."""
         for session in self._by_endpoint.get(endpoint, ()):
             if not session.closed and not session.draining and session.credits > session.reserved:
                 session.reserved += 1
