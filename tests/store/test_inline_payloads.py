@@ -11,8 +11,7 @@ import pytest
 
 from jobwire.server.clock import ManualClock
 from jobwire.server.model import JobStatus
-from jobwire.server.store import JobStore, WebhookStore, libpq_dsn
-from jobwire.server.store.database import Database
+from jobwire.server.store import Database, JobStore, WebhookStore, libpq_dsn
 from jobwire.server.store.jobs import INLINE_MAX
 from store_fixtures import EP, new_job, running
 
