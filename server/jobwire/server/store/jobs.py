@@ -409,10 +409,11 @@ SET_PROGRESS = sql(
     """
 )
 
+# `lease_until IS NOT NULL` lets it walk the lease index (the running attempts) rather than the table.
 EXTEND_LEASES = sql(
     """
     UPDATE jobs SET lease_until = :lease_until
-    WHERE status = 'IN_PROGRESS' AND worker_id = ANY(CAST(:worker_ids AS text[]))
+    WHERE status = 'IN_PROGRESS' AND lease_until IS NOT NULL AND worker_id = ANY(CAST(:worker_ids AS text[]))
     """
 )
 
