@@ -113,7 +113,8 @@ async def _in_use(store: JobStore, db: Database, clock: ManualClock) -> None:
                               finished_at, retain_until)
             SELECT 'history-' || g, $1, 'COMPLETED', 0, 1, false, 600000, 86400000, 86400000, $2, $2,
                    day_after, 1, $2, $2, day_after
-            FROM generate_series(1, 30000) g, CAST($2 AS timestamptz) + interval '1 day' AS day_after
+            FROM generate_series(1, 30000) g,
+                 (SELECT CAST($2 AS timestamptz) + interval '1 day') AS t(day_after)
             """,
             EP,
             clock.now(),
