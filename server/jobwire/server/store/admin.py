@@ -15,6 +15,9 @@ from jobwire.server.model import ApiKey, Endpoint, RateLimit, Role
 from jobwire.server.store.database import Database
 from jobwire.server.store.tables import api_keys, endpoints
 
+#: Postgres's SQLSTATE for a unique constraint's violation.
+UNIQUE_VIOLATION = "23505"
+
 #: Endpoint settings an operator may change (`endpoint create` / `endpoint set`), as column names.
 SETTINGS = (
     "execution_timeout_ms",
@@ -88,6 +91,10 @@ class AdminStore:
             async with self._db.transaction() as conn:
                 row = (await conn.execute(statement.returning(*endpoints.c))).one()
         except IntegrityError as error:
+            # Only the name's uniqueness means "exists"; any other violation (a setting left out) is a
+            # bug of the caller and stays the error it is.
+            if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
             raise AlreadyExists(f"endpoint {name!r} already exists") from error
         return _endpoint(row)
 
