@@ -9,10 +9,11 @@ finds a running attempt by its id (a result, a batch of results, a chunk, a prog
 `status = 'IN_PROGRESS'`, so the planner could answer it by walking a whole partial index, and it did:
 statistics say few jobs run at once, so that walk looked cheaper than one probe of `uq_jobs_id` per
 report. But the walk also visits the dead entry every ended attempt leaves behind until vacuum, so a
-batch of results cost more with every job finished since the last vacuum (in a 20 s steady benchmark,
-from 0.3 to over 1 ms a statement). Keyed on `lease_until IS NOT NULL` and `deadline_at IS NOT NULL`
-(both are set exactly while an attempt runs), the indexes still serve the reaper and the timeout sweep,
-whose `lease_until < :now` and `deadline_at < :now` imply their predicates, and no longer match a
+batch of results cost more with every job finished since the last vacuum (in a 20 s steady benchmark
+the combined write averaged 0.66 ms of execution at 10k jobs in the table and 1.09 ms at 27k; 0.38-0.42
+ms throughout with these indexes). Keyed on `lease_until IS NOT NULL` and `deadline_at IS NOT NULL`
+(set when an attempt starts, cleared when it ends), the indexes still serve the reaper and the timeout
+sweep, whose `lease_until < :now` and `deadline_at < :now` imply their predicates, and no longer match a
 lookup by id.
 """
 
