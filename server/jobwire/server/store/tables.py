@@ -144,9 +144,10 @@ jobs = Table(
         postgresql_where=text("status = 'IN_QUEUE'"),
     ),
     # The reaper: running attempts by lease deadline. The timeout sweep: by execution deadline. Both
-    # columns are set when an attempt starts and cleared when it ends. Partial on them, not on `status = 'IN_PROGRESS'`:
-    # with that predicate the planner answered lookups of a running attempt by id (every result) with a
-    # walk of the whole index, dead entries of every ended attempt included (see migration 4f1c8b2d6e07).
+    # columns are set when an attempt starts and cleared when it ends. Partial on them, not on
+    # `status = 'IN_PROGRESS'`: with that predicate the planner answered lookups of a running attempt by
+    # id (every result) with a walk of the whole index, dead entries of every ended attempt included
+    # (see migration 4f1c8b2d6e07).
     Index("ix_jobs_lease", "lease_until", postgresql_where=text("lease_until IS NOT NULL")),
     Index("ix_jobs_deadline", "deadline_at", postgresql_where=text("deadline_at IS NOT NULL")),
     # `/requests`: an endpoint's jobs newest first, in keyset pages; the health counts find an endpoint's
