@@ -91,8 +91,10 @@ BY_RUNNING: dict[str, tuple[Sql, str]] = {
 }
 
 
-async def _jobs_scans(db: Database, statement: Sql, params: dict[str, Any]) -> list[str]:
+async def _jobs_scans(db: Database, clock: ManualClock, entry: tuple[Sql, str]) -> list[str]:
     """The lines of the statement's generic plan that scan `jobs` or one of its indexes."""
+    statement, kind = entry
+    params = _params(clock.now())[kind]
     async with db.connection() as conn:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         try:
@@ -139,8 +141,7 @@ async def table_state(
 async def test_a_running_attempt_is_found_by_its_id(
     db: Database, clock: ManualClock, table_state: str, name: str
 ) -> None:
-    statement, kind = BY_ID[name]
-    scans = await _jobs_scans(db, statement, _params(clock.now())[kind])
+    scans = await _jobs_scans(db, clock, BY_ID[name])
     lookups = [line for line in scans if "ix_jobs_claim" not in line]  # WRITE_MANY's "older jobs waiting?"
     assert lookups, scans
     assert all("Index Scan using uq_jobs_id on jobs" in line for line in lookups), scans
@@ -150,8 +151,7 @@ async def test_a_running_attempt_is_found_by_its_id(
 async def test_the_running_attempts_are_walked_through_their_index(
     db: Database, clock: ManualClock, table_state: str, name: str
 ) -> None:
-    statement, kind = BY_RUNNING[name]
-    scans = await _jobs_scans(db, statement, _params(clock.now())[kind])
+    scans = await _jobs_scans(db, clock, BY_RUNNING[name])
     assert scans, scans
     assert not any("Seq Scan" in line for line in scans), scans
     assert any("ix_jobs_lease" in line or "ix_jobs_deadline" in line for line in scans), scans
