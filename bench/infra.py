@@ -302,7 +302,8 @@ def versions(pg: Postgres, pg_settings: dict[str, str], redis: Redis | None) -> 
         n: metadata.version(n) for n in ["jobwire", "grpcio", "sqlalchemy", "asyncpg", "uvicorn", "protobuf"]
     }
     commit = _run_text(["git", "rev-parse", "--short", "HEAD"])
-    dirty = _run_text(["git", "status", "--porcelain", "--", "server", "worker", "gen", "migrations"])
+    sources = ["server", "worker", "client", "gen", "migrations"]
+    dirty = _run_text(["git", "status", "--porcelain", "--", *sources])
     pgbench = str(pg.bin_dir / "pgbench") if pg.bin_dir else "pgbench"
     return {
         "python": platform.python_version(),

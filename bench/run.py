@@ -175,6 +175,15 @@ def plan(sizes: Sizes, systems: list[str], scenarios: list[str]) -> list[Case]:
                 jw + f" ({PRODUCERS} submitters)",
             )
         )
+        add(
+            Case(
+                "jobwire",
+                "steady",
+                "jobwire (gRPC RunStream)",
+                {**steady, **jw_w, "submit": "stream"},
+                jw + f" ({PRODUCERS} submitters, one stream)",
+            )
+        )
         add(Case("celery", "steady", "Celery + Redis", {**steady, **ce_w}, ce + f" ({PRODUCERS} threads)"))
         add(
             Case(
@@ -621,7 +630,7 @@ def use_snapshot(tree: str) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
-    dirs = ("gen", "server", "worker", "migrations")
+    dirs = ("gen", "server", "worker", "client", "migrations")
     edited = subprocess.run(
         ["git", "status", "--porcelain", "--", *dirs], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -640,12 +649,11 @@ def use_snapshot(tree: str) -> str:
         for name in dirs:
             shutil.copytree(ROOT / name, snap / name, ignore=ignore)
         described = f"{commit} + uncommitted edits (frozen at start)" if edited else commit
-    paths = [str(snap / d) for d in ("gen", "server", "worker")] + [str(ROOT)]
+    paths = [str(snap / d) for d in ("gen", "server", "worker", "client")] + [str(ROOT)]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
     sys.path[:0] = paths
-    check = subprocess.run(
-        [sys.executable, "-c", "import jobwire.server.cli, jobwire.worker"], capture_output=True, text=True
-    )
+    imports = "import jobwire.server.cli, jobwire.worker, jobwire.client"
+    check = subprocess.run([sys.executable, "-c", imports], capture_output=True, text=True)
     if check.returncode != 0:
         raise SystemExit(f"bench: jobwire's source ({tree}) does not import: {check.stderr.strip()[-800:]}")
     return described

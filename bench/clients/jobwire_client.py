@@ -38,6 +38,7 @@ from bench.common import (
     wait_drained,
     wait_until,
 )
+from jobwire.client import Submitter
 from jobwire.v1 import job_pb2, jobs_pb2, jobs_pb2_grpc
 
 GRPC_OPTIONS = [
@@ -174,16 +175,21 @@ class Jobwire:
                     await asyncio.sleep(0.002)
                     continue
                 body = json.dumps({"t": f"s{k}-{i}", "pad": PAD}).encode()
-                t0 = now_ns()
-                await stub.Run(
-                    jobs_pb2.RunRequest(endpoint_id=self.endpoint, job=job_pb2.JobSubmission(input=body)),
-                    metadata=self.metadata,
+                request = jobs_pb2.RunRequest(
+                    endpoint_id=self.endpoint, job=job_pb2.JobSubmission(input=body)
                 )
+                t0 = now_ns()
+                if submitter is None:
+                    await stub.Run(request, metadata=self.metadata)
+                else:
+                    await submitter.submit(request)
                 if measuring:
                     latencies.append(ms(now_ns() - t0))
                     submitted += 1
                 i += 1
 
+        # RunStream: the 16 submitters share one call through the client helper (jobwire.client).
+        submitter = Submitter(channel, self.c["client_key"]) if self.c.get("submit") == "stream" else None
         workers = self.workers(self.c["worker_procs"], self.c["worker_concurrency"])
         try:
             tasks = [asyncio.create_task(produce(k)) for k in range(producers)]
@@ -200,6 +206,8 @@ class Jobwire:
             workers.check_alive()
         finally:
             workers.stop()
+            if submitter is not None:
+                await submitter.close()
             await channel.close()
             await conn.close()
         seconds = (t1 - t0) / 1e9

@@ -65,11 +65,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(wheel, python, venv / "bin")
 
 
-def test_the_base_install_has_the_worker_sdk_and_the_stubs_and_nothing_of_the_server(
+def test_the_base_install_has_the_sdks_and_the_stubs_and_nothing_of_the_server(
     installed: Installed,
 ) -> None:
     probe = (
-        "import importlib.util, jobwire.worker, jobwire.v1.jobs_pb2_grpc, jobwire.v1.worker_pb2_grpc; "
+        "import importlib.util, jobwire.worker, jobwire.client, jobwire.v1.jobs_pb2_grpc, "
+        "jobwire.v1.worker_pb2_grpc; "
         "print([m for m in ('typer', 'httpx', 'sqlalchemy', 'asyncpg', 'alembic', 'uvicorn') "
         "if importlib.util.find_spec(m)])"
     )
@@ -92,7 +93,8 @@ def test_the_jobwire_command_asks_for_the_server_extra(installed: Installed) -> 
 def test_the_wheel_carries_types_migrations_and_the_license(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     dist_info = installed.wheel.name.split("-py3")[0] + ".dist-info"
-    assert {"jobwire/v1/py.typed", "jobwire/server/py.typed", "jobwire/worker/py.typed"} <= names
+    typed = ("v1", "server", "worker", "client")
+    assert {f"jobwire/{package}/py.typed" for package in typed} <= names
     assert f"{dist_info}/licenses/LICENSE" in names
     migrations = {
         "jobwire/server/_migrations/" + p.relative_to(ROOT / "migrations").as_posix()

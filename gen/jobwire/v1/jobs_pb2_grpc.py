@@ -42,6 +42,11 @@ class JobServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobs__pb2.RunRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobs__pb2.RunResponse.FromString,
                 _registered_method=True)
+        self.RunStream = channel.stream_stream(
+                '/jobwire.v1.JobService/RunStream',
+                request_serializer=jobwire_dot_v1_dot_jobs__pb2.RunStreamRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobs__pb2.RunStreamResponse.FromString,
+                _registered_method=True)
         self.RunSync = channel.unary_unary(
                 '/jobwire.v1.JobService/RunSync',
                 request_serializer=jobwire_dot_v1_dot_jobs__pb2.RunSyncRequest.SerializeToString,
@@ -107,6 +112,19 @@ class JobServiceServicer:
 
     def Run(self, request, context):
         """Submits a job and returns at once with its id and IN_QUEUE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunStream(self, request_iterator, context):
+        """Run for a client that submits many jobs at once: submissions and their answers on one stream, so a
+        job costs a share of a stream message instead of a call of its own (the benchmark's steady case
+        measures both). Each RunStreamRequest carries one or more RunRequests, typically all that queued up
+        in the client while its last write was in flight; each RunRequest is answered with what Run would
+        have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
+        refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
+        Every answered job is committed, as with Run. gRPC only: REST clients use /run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,6 +219,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobwire_dot_v1_dot_jobs__pb2.RunRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobs__pb2.RunResponse.SerializeToString,
             ),
+            'RunStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.RunStream,
+                    request_deserializer=jobwire_dot_v1_dot_jobs__pb2.RunStreamRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobs__pb2.RunStreamResponse.SerializeToString,
+            ),
             'RunSync': grpc.unary_unary_rpc_method_handler(
                     servicer.RunSync,
                     request_deserializer=jobwire_dot_v1_dot_jobs__pb2.RunSyncRequest.FromString,
@@ -287,6 +310,33 @@ class JobService:
             '/jobwire.v1.JobService/Run',
             jobwire_dot_v1_dot_jobs__pb2.RunRequest.SerializeToString,
             jobwire_dot_v1_dot_jobs__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/jobwire.v1.JobService/RunStream',
+            jobwire_dot_v1_dot_jobs__pb2.RunStreamRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobs__pb2.RunStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

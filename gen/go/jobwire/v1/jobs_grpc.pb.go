@@ -19,6 +19,14 @@ const _ = grpc.SupportPackageIsVersion7
 type JobServiceClient interface {
 	// Submits a job and returns at once with its id and IN_QUEUE.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
+	// Run for a client that submits many jobs at once: submissions and their answers on one stream, so a
+	// job costs a share of a stream message instead of a call of its own (the benchmark's steady case
+	// measures both). Each RunStreamRequest carries one or more RunRequests, typically all that queued up
+	// in the client while its last write was in flight; each RunRequest is answered with what Run would
+	// have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
+	// refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
+	// Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+	RunStream(ctx context.Context, opts ...grpc.CallOption) (JobService_RunStreamClient, error)
 	// Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way.
 	RunSync(ctx context.Context, in *RunSyncRequest, opts ...grpc.CallOption) (*RunSyncResponse, error)
 	// Returns the current view of a job at once.
@@ -64,6 +72,37 @@ func (c *jobServiceClient) Run(ctx context.Context, in *RunRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *jobServiceClient) RunStream(ctx context.Context, opts ...grpc.CallOption) (JobService_RunStreamClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_JobService_serviceDesc.Streams[0], "/jobwire.v1.JobService/RunStream", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &jobServiceRunStreamClient{stream}
+	return x, nil
+}
+
+type JobService_RunStreamClient interface {
+	Send(*RunStreamRequest) error
+	Recv() (*RunStreamResponse, error)
+	grpc.ClientStream
+}
+
+type jobServiceRunStreamClient struct {
+	grpc.ClientStream
+}
+
+func (x *jobServiceRunStreamClient) Send(m *RunStreamRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *jobServiceRunStreamClient) Recv() (*RunStreamResponse, error) {
+	m := new(RunStreamResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *jobServiceClient) RunSync(ctx context.Context, in *RunSyncRequest, opts ...grpc.CallOption) (*RunSyncResponse, error) {
 	out := new(RunSyncResponse)
 	err := c.cc.Invoke(ctx, "/jobwire.v1.JobService/RunSync", in, out, opts...)
@@ -92,7 +131,7 @@ func (c *jobServiceClient) StatusSync(ctx context.Context, in *StatusSyncRequest
 }
 
 func (c *jobServiceClient) Stream(ctx context.Context, in *StreamRequest, opts ...grpc.CallOption) (JobService_StreamClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_JobService_serviceDesc.Streams[0], "/jobwire.v1.JobService/Stream", opts...)
+	stream, err := c.cc.NewStream(ctx, &_JobService_serviceDesc.Streams[1], "/jobwire.v1.JobService/Stream", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +231,14 @@ func (c *jobServiceClient) ListEndpoints(ctx context.Context, in *ListEndpointsR
 type JobServiceServer interface {
 	// Submits a job and returns at once with its id and IN_QUEUE.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
+	// Run for a client that submits many jobs at once: submissions and their answers on one stream, so a
+	// job costs a share of a stream message instead of a call of its own (the benchmark's steady case
+	// measures both). Each RunStreamRequest carries one or more RunRequests, typically all that queued up
+	// in the client while its last write was in flight; each RunRequest is answered with what Run would
+	// have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
+	// refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
+	// Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+	RunStream(JobService_RunStreamServer) error
 	// Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way.
 	RunSync(context.Context, *RunSyncRequest) (*RunSyncResponse, error)
 	// Returns the current view of a job at once.
@@ -227,6 +274,9 @@ type UnimplementedJobServiceServer struct {
 
 func (UnimplementedJobServiceServer) Run(context.Context, *RunRequest) (*RunResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Run not implemented")
+}
+func (UnimplementedJobServiceServer) RunStream(JobService_RunStreamServer) error {
+	return status.Errorf(codes.Unimplemented, "method RunStream not implemented")
 }
 func (UnimplementedJobServiceServer) RunSync(context.Context, *RunSyncRequest) (*RunSyncResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RunSync not implemented")
@@ -290,6 +340,32 @@ func _JobService_Run_Handler(srv interface{}, ctx context.Context, dec func(inte
 		return srv.(JobServiceServer).Run(ctx, req.(*RunRequest))
 	}
 	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_RunStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(JobServiceServer).RunStream(&jobServiceRunStreamServer{stream})
+}
+
+type JobService_RunStreamServer interface {
+	Send(*RunStreamResponse) error
+	Recv() (*RunStreamRequest, error)
+	grpc.ServerStream
+}
+
+type jobServiceRunStreamServer struct {
+	grpc.ServerStream
+}
+
+func (x *jobServiceRunStreamServer) Send(m *RunStreamResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *jobServiceRunStreamServer) Recv() (*RunStreamRequest, error) {
+	m := new(RunStreamRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func _JobService_RunSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -543,6 +619,12 @@ var _JobService_serviceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RunStream",
+			Handler:       _JobService_RunStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Stream",
 			Handler:       _JobService_Stream_Handler,

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobwire/v1/jobs.proto.
  */
 export const file_jobwire_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChVqb2J3aXJlL3YxL2pvYnMucHJvdG8SCmpvYndpcmUudjEiYgoKUnVuUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIisKC1J1blJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIoIBCg5SdW5TeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SEQoEd2FpdBgDIAEoDUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIHCgVfd2FpdCIvCg9SdW5TeW5jUmVzcG9uc2USHAoDam9iGAEgASgLMg8uam9id2lyZS52MS5Kb2IiTgoNU3RhdHVzUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEAoDdHRsGAMgASgNSACIAQFCBgoEX3R0bCIuCg5TdGF0dXNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJUChFTdGF0dXNTeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoEd2FpdBgDIAEoDUgAiAEBQgcKBV93YWl0IjIKElN0YXR1c1N5bmNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJGCg1TdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIQCghmcm9tX3NlcRgDIAEoDSJeCg5TdHJlYW1SZXNwb25zZRIiCgVjaHVuaxgBIAEoCzIRLmpvYndpcmUudjEuQ2h1bmtIABIfCgRkb25lGAIgASgLMg8uam9id2lyZS52MS5Kb2JIAEIHCgVldmVudCIqCgVDaHVuaxILCgNzZXEYASABKA0SFAoGb3V0cHV0GAIgASgMQgTI2hgBIlQKEVJlYWRTdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIRCgR3YWl0GAMgASgNSACIAQFCBwoFX3dhaXQicQoSUmVhZFN0cmVhbVJlc3BvbnNlEgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEigKBnN0cmVhbRgDIAMoCzIYLmpvYndpcmUudjEuU3RyZWFtT3V0cHV0IjQKDUNhbmNlbFJlcXVlc3QSEwoLZW5kcG9pbnRfaWQYASABKAkSDgoGam9iX2lkGAIgASgJIi4KDkNhbmNlbFJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIjMKDFJldHJ5UmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNUmV0cnlSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiIoChFQdXJnZVF1ZXVlUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSI1ChJQdXJnZVF1ZXVlUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDRIOCgZzdGF0dXMYAiABKAkiJAoNSGVhbHRoUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSJgCg5IZWFsdGhSZXNwb25zZRIjCgRqb2JzGAEgASgLMhUuam9id2lyZS52MS5Kb2JDb3VudHMSKQoHd29ya2VycxgCIAEoCzIYLmpvYndpcmUudjEuV29ya2VyQ291bnRzImYKCUpvYkNvdW50cxIRCgljb21wbGV0ZWQYASABKA0SDgoGZmFpbGVkGAIgASgNEhMKC2luX3Byb2dyZXNzGAMgASgNEhAKCGluX3F1ZXVlGAQgASgNEg8KB3JldHJpZWQYBSABKA0ieAoMV29ya2VyQ291bnRzEgwKBGlkbGUYASABKA0SFAoMaW5pdGlhbGl6aW5nGAIgASgNEg0KBXJlYWR5GAMgASgNEg8KB3J1bm5pbmcYBCABKA0SEQoJdGhyb3R0bGVkGAUgASgNEhEKCXVuaGVhbHRoeRgGIAEoDSJ/ChNMaXN0UmVxdWVzdHNSZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEhIKBWxpbWl0GAIgASgNSACIAQESDgoGY3Vyc29yGAMgASgJEiUKBnN0YXR1cxgEIAMoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzQggKBl9saW1pdCJZChRMaXN0UmVxdWVzdHNSZXNwb25zZRIsCghyZXF1ZXN0cxgBIAMoCzIaLmpvYndpcmUudjEuUmVxdWVzdFN1bW1hcnkSEwoLbmV4dF9jdXJzb3IYAiABKAkihwMKDlJlcXVlc3RTdW1tYXJ5EgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEgwKBGtpbmQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmRlbGF5X3RpbWUYByABKA1IAIgBARIbCg5leGVjdXRpb25fdGltZRgIIAEoDUgBiAEBEg8KB3JldHJpZXMYCSABKA0SFAoMbG93X3ByaW9yaXR5GAogASgIEhYKCXdvcmtlcl9pZBgLIAEoCUgCiAEBQg0KC19kZWxheV90aW1lQhEKD19leGVjdXRpb25fdGltZUIMCgpfd29ya2VyX2lkIhYKFExpc3RFbmRwb2ludHNSZXF1ZXN0IkcKFUxpc3RFbmRwb2ludHNSZXNwb25zZRIuCgllbmRwb2ludHMYASADKAsyGy5qb2J3aXJlLnYxLkVuZHBvaW50U3VtbWFyeSJLCg9FbmRwb2ludFN1bW1hcnkSDAoEbmFtZRgBIAEoCRIqCgZoZWFsdGgYAiABKAsyGi5qb2J3aXJlLnYxLkhlYWx0aFJlc3BvbnNlMuYLCgpKb2JTZXJ2aWNlEmYKA1J1bhIWLmpvYndpcmUudjEuUnVuUmVxdWVzdBoXLmpvYndpcmUudjEuUnVuUmVzcG9uc2UiLtDaGICAgAWC0+STAiEiFS92Mi97ZW5kcG9pbnRfaWR9L3J1bjoDam9iYgNqb2ISdgoHUnVuU3luYxIaLmpvYndpcmUudjEuUnVuU3luY1JlcXVlc3QaGy5qb2J3aXJlLnYxLlJ1blN5bmNSZXNwb25zZSIy0NoYgICACoLT5JMCJSIZL3YyL3tlbmRwb2ludF9pZH0vcnVuc3luYzoDam9iYgNqb2ISmQEKBlN0YXR1cxIZLmpvYndpcmUudjEuU3RhdHVzUmVxdWVzdBoaLmpvYndpcmUudjEuU3RhdHVzUmVzcG9uc2UiWILT5JMCUhIhL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzL3tqb2JfaWR9WigiIS92Mi97ZW5kcG9pbnRfaWR9L3N0YXR1cy97am9iX2lkfWIDam9iYgNqb2ISrwEKClN0YXR1c1N5bmMSHS5qb2J3aXJlLnYxLlN0YXR1c1N5bmNSZXF1ZXN0Gh4uam9id2lyZS52MS5TdGF0dXNTeW5jUmVzcG9uc2UiYoLT5JMCXBImL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzLXN5bmMve2pvYl9pZH1aLSImL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzLXN5bmMve2pvYl9pZH1iA2pvYmIDam9iEnMKBlN0cmVhbRIZLmpvYndpcmUudjEuU3RyZWFtUmVxdWVzdBoaLmpvYndpcmUudjEuU3RyZWFtUmVzcG9uc2UiMILT5JMCKhIoL3YyL3tlbmRwb2ludF9pZH0vc3RyZWFtL3tqb2JfaWR9OmZvbGxvdzABEpsBCgpSZWFkU3RyZWFtEh0uam9id2lyZS52MS5SZWFkU3RyZWFtUmVxdWVzdBoeLmpvYndpcmUudjEuUmVhZFN0cmVhbVJlc3BvbnNlIk6C0+STAkgSIS92Mi97ZW5kcG9pbnRfaWR9L3N0cmVhbS97am9iX2lkfVojIiEvdjIve2VuZHBvaW50X2lkfS9zdHJlYW0ve2pvYl9pZH0SbwoGQ2FuY2VsEhkuam9id2lyZS52MS5DYW5jZWxSZXF1ZXN0Ghouam9id2lyZS52MS5DYW5jZWxSZXNwb25zZSIugtPkkwIoIiEvdjIve2VuZHBvaW50X2lkfS9jYW5jZWwve2pvYl9pZH1iA2pvYhJrCgVSZXRyeRIYLmpvYndpcmUudjEuUmV0cnlSZXF1ZXN0Ghkuam9id2lyZS52MS5SZXRyeVJlc3BvbnNlIi2C0+STAiciIC92Mi97ZW5kcG9pbnRfaWR9L3JldHJ5L3tqb2JfaWR9YgNqb2IScgoKUHVyZ2VRdWV1ZRIdLmpvYndpcmUudjEuUHVyZ2VRdWV1ZVJlcXVlc3QaHi5qb2J3aXJlLnYxLlB1cmdlUXVldWVSZXNwb25zZSIlgtPkkwIfIh0vdjIve2VuZHBvaW50X2lkfS9wdXJnZS1xdWV1ZRJhCgZIZWFsdGgSGS5qb2J3aXJlLnYxLkhlYWx0aFJlcXVlc3QaGi5qb2J3aXJlLnYxLkhlYWx0aFJlc3BvbnNlIiCC0+STAhoSGC92Mi97ZW5kcG9pbnRfaWR9L2hlYWx0aBJ1CgxMaXN0UmVxdWVzdHMSHy5qb2J3aXJlLnYxLkxpc3RSZXF1ZXN0c1JlcXVlc3QaIC5qb2J3aXJlLnYxLkxpc3RSZXF1ZXN0c1Jlc3BvbnNlIiKC0+STAhwSGi92Mi97ZW5kcG9pbnRfaWR9L3JlcXVlc3RzEmsKDUxpc3RFbmRwb2ludHMSIC5qb2J3aXJlLnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0GiEuam9id2lyZS52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2UiFYLT5JMCDxINL3YxL2VuZHBvaW50c2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_jobwire_v1_job, file_jobwire_v1_options]);
+  fileDesc("ChVqb2J3aXJlL3YxL2pvYnMucHJvdG8SCmpvYndpcmUudjEiYgoKUnVuUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIisKC1J1blJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIjwKEFJ1blN0cmVhbVJlcXVlc3QSKAoIcmVxdWVzdHMYASADKAsyFi5qb2J3aXJlLnYxLlJ1blJlcXVlc3QiPQoRUnVuU3RyZWFtUmVzcG9uc2USKAoIb3V0Y29tZXMYASADKAsyFi5qb2J3aXJlLnYxLlJ1bk91dGNvbWUiXgoKUnVuT3V0Y29tZRIeCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYkgAEiUKBWVycm9yGAIgASgLMhQuam9id2lyZS52MS5SdW5FcnJvckgAQgkKB291dGNvbWUiKQoIUnVuRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIoIBCg5SdW5TeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRImCgNqb2IYAiABKAsyGS5qb2J3aXJlLnYxLkpvYlN1Ym1pc3Npb24SEQoEd2FpdBgDIAEoDUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIHCgVfd2FpdCIvCg9SdW5TeW5jUmVzcG9uc2USHAoDam9iGAEgASgLMg8uam9id2lyZS52MS5Kb2IiTgoNU3RhdHVzUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEAoDdHRsGAMgASgNSACIAQFCBgoEX3R0bCIuCg5TdGF0dXNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJUChFTdGF0dXNTeW5jUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoEd2FpdBgDIAEoDUgAiAEBQgcKBV93YWl0IjIKElN0YXR1c1N5bmNSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiJGCg1TdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIQCghmcm9tX3NlcRgDIAEoDSJeCg5TdHJlYW1SZXNwb25zZRIiCgVjaHVuaxgBIAEoCzIRLmpvYndpcmUudjEuQ2h1bmtIABIfCgRkb25lGAIgASgLMg8uam9id2lyZS52MS5Kb2JIAEIHCgVldmVudCIqCgVDaHVuaxILCgNzZXEYASABKA0SFAoGb3V0cHV0GAIgASgMQgTI2hgBIlQKEVJlYWRTdHJlYW1SZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIRCgR3YWl0GAMgASgNSACIAQFCBwoFX3dhaXQicQoSUmVhZFN0cmVhbVJlc3BvbnNlEgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEigKBnN0cmVhbRgDIAMoCzIYLmpvYndpcmUudjEuU3RyZWFtT3V0cHV0IjQKDUNhbmNlbFJlcXVlc3QSEwoLZW5kcG9pbnRfaWQYASABKAkSDgoGam9iX2lkGAIgASgJIi4KDkNhbmNlbFJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iIjMKDFJldHJ5UmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNUmV0cnlSZXNwb25zZRIcCgNqb2IYASABKAsyDy5qb2J3aXJlLnYxLkpvYiIoChFQdXJnZVF1ZXVlUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSI1ChJQdXJnZVF1ZXVlUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDRIOCgZzdGF0dXMYAiABKAkiJAoNSGVhbHRoUmVxdWVzdBITCgtlbmRwb2ludF9pZBgBIAEoCSJgCg5IZWFsdGhSZXNwb25zZRIjCgRqb2JzGAEgASgLMhUuam9id2lyZS52MS5Kb2JDb3VudHMSKQoHd29ya2VycxgCIAEoCzIYLmpvYndpcmUudjEuV29ya2VyQ291bnRzImYKCUpvYkNvdW50cxIRCgljb21wbGV0ZWQYASABKA0SDgoGZmFpbGVkGAIgASgNEhMKC2luX3Byb2dyZXNzGAMgASgNEhAKCGluX3F1ZXVlGAQgASgNEg8KB3JldHJpZWQYBSABKA0ieAoMV29ya2VyQ291bnRzEgwKBGlkbGUYASABKA0SFAoMaW5pdGlhbGl6aW5nGAIgASgNEg0KBXJlYWR5GAMgASgNEg8KB3J1bm5pbmcYBCABKA0SEQoJdGhyb3R0bGVkGAUgASgNEhEKCXVuaGVhbHRoeRgGIAEoDSJ/ChNMaXN0UmVxdWVzdHNSZXF1ZXN0EhMKC2VuZHBvaW50X2lkGAEgASgJEhIKBWxpbWl0GAIgASgNSACIAQESDgoGY3Vyc29yGAMgASgJEiUKBnN0YXR1cxgEIAMoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzQggKBl9saW1pdCJZChRMaXN0UmVxdWVzdHNSZXNwb25zZRIsCghyZXF1ZXN0cxgBIAMoCzIaLmpvYndpcmUudjEuUmVxdWVzdFN1bW1hcnkSEwoLbmV4dF9jdXJzb3IYAiABKAkihwMKDlJlcXVlc3RTdW1tYXJ5EgoKAmlkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmpvYndpcmUudjEuSm9iU3RhdHVzEgwKBGtpbmQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmRlbGF5X3RpbWUYByABKA1IAIgBARIbCg5leGVjdXRpb25fdGltZRgIIAEoDUgBiAEBEg8KB3JldHJpZXMYCSABKA0SFAoMbG93X3ByaW9yaXR5GAogASgIEhYKCXdvcmtlcl9pZBgLIAEoCUgCiAEBQg0KC19kZWxheV90aW1lQhEKD19leGVjdXRpb25fdGltZUIMCgpfd29ya2VyX2lkIhYKFExpc3RFbmRwb2ludHNSZXF1ZXN0IkcKFUxpc3RFbmRwb2ludHNSZXNwb25zZRIuCgllbmRwb2ludHMYASADKAsyGy5qb2J3aXJlLnYxLkVuZHBvaW50U3VtbWFyeSJLCg9FbmRwb2ludFN1bW1hcnkSDAoEbmFtZRgBIAEoCRIqCgZoZWFsdGgYAiABKAsyGi5qb2J3aXJlLnYxLkhlYWx0aFJlc3BvbnNlMr0MCgpKb2JTZXJ2aWNlEmYKA1J1bhIWLmpvYndpcmUudjEuUnVuUmVxdWVzdBoXLmpvYndpcmUudjEuUnVuUmVzcG9uc2UiLtDaGICAgAWC0+STAiEiFS92Mi97ZW5kcG9pbnRfaWR9L3J1bjoDam9iYgNqb2ISVQoJUnVuU3RyZWFtEhwuam9id2lyZS52MS5SdW5TdHJlYW1SZXF1ZXN0Gh0uam9id2lyZS52MS5SdW5TdHJlYW1SZXNwb25zZSIH0NoYgICABSgBMAESdgoHUnVuU3luYxIaLmpvYndpcmUudjEuUnVuU3luY1JlcXVlc3QaGy5qb2J3aXJlLnYxLlJ1blN5bmNSZXNwb25zZSIy0NoYgICACoLT5JMCJSIZL3YyL3tlbmRwb2ludF9pZH0vcnVuc3luYzoDam9iYgNqb2ISmQEKBlN0YXR1cxIZLmpvYndpcmUudjEuU3RhdHVzUmVxdWVzdBoaLmpvYndpcmUudjEuU3RhdHVzUmVzcG9uc2UiWILT5JMCUhIhL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzL3tqb2JfaWR9WigiIS92Mi97ZW5kcG9pbnRfaWR9L3N0YXR1cy97am9iX2lkfWIDam9iYgNqb2ISrwEKClN0YXR1c1N5bmMSHS5qb2J3aXJlLnYxLlN0YXR1c1N5bmNSZXF1ZXN0Gh4uam9id2lyZS52MS5TdGF0dXNTeW5jUmVzcG9uc2UiYoLT5JMCXBImL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzLXN5bmMve2pvYl9pZH1aLSImL3YyL3tlbmRwb2ludF9pZH0vc3RhdHVzLXN5bmMve2pvYl9pZH1iA2pvYmIDam9iEnMKBlN0cmVhbRIZLmpvYndpcmUudjEuU3RyZWFtUmVxdWVzdBoaLmpvYndpcmUudjEuU3RyZWFtUmVzcG9uc2UiMILT5JMCKhIoL3YyL3tlbmRwb2ludF9pZH0vc3RyZWFtL3tqb2JfaWR9OmZvbGxvdzABEpsBCgpSZWFkU3RyZWFtEh0uam9id2lyZS52MS5SZWFkU3RyZWFtUmVxdWVzdBoeLmpvYndpcmUudjEuUmVhZFN0cmVhbVJlc3BvbnNlIk6C0+STAkgSIS92Mi97ZW5kcG9pbnRfaWR9L3N0cmVhbS97am9iX2lkfVojIiEvdjIve2VuZHBvaW50X2lkfS9zdHJlYW0ve2pvYl9pZH0SbwoGQ2FuY2VsEhkuam9id2lyZS52MS5DYW5jZWxSZXF1ZXN0Ghouam9id2lyZS52MS5DYW5jZWxSZXNwb25zZSIugtPkkwIoIiEvdjIve2VuZHBvaW50X2lkfS9jYW5jZWwve2pvYl9pZH1iA2pvYhJrCgVSZXRyeRIYLmpvYndpcmUudjEuUmV0cnlSZXF1ZXN0Ghkuam9id2lyZS52MS5SZXRyeVJlc3BvbnNlIi2C0+STAiciIC92Mi97ZW5kcG9pbnRfaWR9L3JldHJ5L3tqb2JfaWR9YgNqb2IScgoKUHVyZ2VRdWV1ZRIdLmpvYndpcmUudjEuUHVyZ2VRdWV1ZVJlcXVlc3QaHi5qb2J3aXJlLnYxLlB1cmdlUXVldWVSZXNwb25zZSIlgtPkkwIfIh0vdjIve2VuZHBvaW50X2lkfS9wdXJnZS1xdWV1ZRJhCgZIZWFsdGgSGS5qb2J3aXJlLnYxLkhlYWx0aFJlcXVlc3QaGi5qb2J3aXJlLnYxLkhlYWx0aFJlc3BvbnNlIiCC0+STAhoSGC92Mi97ZW5kcG9pbnRfaWR9L2hlYWx0aBJ1CgxMaXN0UmVxdWVzdHMSHy5qb2J3aXJlLnYxLkxpc3RSZXF1ZXN0c1JlcXVlc3QaIC5qb2J3aXJlLnYxLkxpc3RSZXF1ZXN0c1Jlc3BvbnNlIiKC0+STAhwSGi92Mi97ZW5kcG9pbnRfaWR9L3JlcXVlc3RzEmsKDUxpc3RFbmRwb2ludHMSIC5qb2J3aXJlLnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0GiEuam9id2lyZS52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2UiFYLT5JMCDxINL3YxL2VuZHBvaW50c2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_jobwire_v1_job, file_jobwire_v1_options]);
 
 /**
  * @generated from message jobwire.v1.RunRequest
@@ -66,6 +66,103 @@ export const RunResponseSchema: GenMessage<RunResponse> = /*@__PURE__*/
   messageDesc(file_jobwire_v1_jobs, 1);
 
 /**
+ * @generated from message jobwire.v1.RunStreamRequest
+ */
+export type RunStreamRequest = Message<"jobwire.v1.RunStreamRequest"> & {
+  /**
+   * Submissions, each as to Run. The `Idempotency-Key` metadata does not apply: use the field.
+   *
+   * @generated from field: repeated jobwire.v1.RunRequest requests = 1;
+   */
+  requests: RunRequest[];
+};
+
+/**
+ * Describes the message jobwire.v1.RunStreamRequest.
+ * Use `create(RunStreamRequestSchema)` to create a new message.
+ */
+export const RunStreamRequestSchema: GenMessage<RunStreamRequest> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 2);
+
+/**
+ * @generated from message jobwire.v1.RunStreamResponse
+ */
+export type RunStreamResponse = Message<"jobwire.v1.RunStreamResponse"> & {
+  /**
+   * The answers to the next submissions of the stream, in the order they were sent.
+   *
+   * @generated from field: repeated jobwire.v1.RunOutcome outcomes = 1;
+   */
+  outcomes: RunOutcome[];
+};
+
+/**
+ * Describes the message jobwire.v1.RunStreamResponse.
+ * Use `create(RunStreamResponseSchema)` to create a new message.
+ */
+export const RunStreamResponseSchema: GenMessage<RunStreamResponse> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 3);
+
+/**
+ * One submission's answer on RunStream.
+ *
+ * @generated from message jobwire.v1.RunOutcome
+ */
+export type RunOutcome = Message<"jobwire.v1.RunOutcome"> & {
+  /**
+   * @generated from oneof jobwire.v1.RunOutcome.outcome
+   */
+  outcome: {
+    /**
+     * As Run's response.
+     *
+     * @generated from field: jobwire.v1.Job job = 1;
+     */
+    value: Job;
+    case: "job";
+  } | {
+    /**
+     * The error Run would have ended with.
+     *
+     * @generated from field: jobwire.v1.RunError error = 2;
+     */
+    value: RunError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message jobwire.v1.RunOutcome.
+ * Use `create(RunOutcomeSchema)` to create a new message.
+ */
+export const RunOutcomeSchema: GenMessage<RunOutcome> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 4);
+
+/**
+ * @generated from message jobwire.v1.RunError
+ */
+export type RunError = Message<"jobwire.v1.RunError"> & {
+  /**
+   * The gRPC status code (google.rpc.Code: 3 INVALID_ARGUMENT, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED, ...).
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message jobwire.v1.RunError.
+ * Use `create(RunErrorSchema)` to create a new message.
+ */
+export const RunErrorSchema: GenMessage<RunError> = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_jobs, 5);
+
+/**
  * @generated from message jobwire.v1.RunSyncRequest
  */
 export type RunSyncRequest = Message<"jobwire.v1.RunSyncRequest"> & {
@@ -99,7 +196,7 @@ export type RunSyncRequest = Message<"jobwire.v1.RunSyncRequest"> & {
  * Use `create(RunSyncRequestSchema)` to create a new message.
  */
 export const RunSyncRequestSchema: GenMessage<RunSyncRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 2);
+  messageDesc(file_jobwire_v1_jobs, 6);
 
 /**
  * @generated from message jobwire.v1.RunSyncResponse
@@ -116,7 +213,7 @@ export type RunSyncResponse = Message<"jobwire.v1.RunSyncResponse"> & {
  * Use `create(RunSyncResponseSchema)` to create a new message.
  */
 export const RunSyncResponseSchema: GenMessage<RunSyncResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 3);
+  messageDesc(file_jobwire_v1_jobs, 7);
 
 /**
  * @generated from message jobwire.v1.StatusRequest
@@ -145,7 +242,7 @@ export type StatusRequest = Message<"jobwire.v1.StatusRequest"> & {
  * Use `create(StatusRequestSchema)` to create a new message.
  */
 export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 4);
+  messageDesc(file_jobwire_v1_jobs, 8);
 
 /**
  * @generated from message jobwire.v1.StatusResponse
@@ -162,7 +259,7 @@ export type StatusResponse = Message<"jobwire.v1.StatusResponse"> & {
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 5);
+  messageDesc(file_jobwire_v1_jobs, 9);
 
 /**
  * @generated from message jobwire.v1.StatusSyncRequest
@@ -191,7 +288,7 @@ export type StatusSyncRequest = Message<"jobwire.v1.StatusSyncRequest"> & {
  * Use `create(StatusSyncRequestSchema)` to create a new message.
  */
 export const StatusSyncRequestSchema: GenMessage<StatusSyncRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 6);
+  messageDesc(file_jobwire_v1_jobs, 10);
 
 /**
  * @generated from message jobwire.v1.StatusSyncResponse
@@ -208,7 +305,7 @@ export type StatusSyncResponse = Message<"jobwire.v1.StatusSyncResponse"> & {
  * Use `create(StatusSyncResponseSchema)` to create a new message.
  */
 export const StatusSyncResponseSchema: GenMessage<StatusSyncResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 7);
+  messageDesc(file_jobwire_v1_jobs, 11);
 
 /**
  * @generated from message jobwire.v1.StreamRequest
@@ -237,7 +334,7 @@ export type StreamRequest = Message<"jobwire.v1.StreamRequest"> & {
  * Use `create(StreamRequestSchema)` to create a new message.
  */
 export const StreamRequestSchema: GenMessage<StreamRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 8);
+  messageDesc(file_jobwire_v1_jobs, 12);
 
 /**
  * @generated from message jobwire.v1.StreamResponse
@@ -270,7 +367,7 @@ export type StreamResponse = Message<"jobwire.v1.StreamResponse"> & {
  * Use `create(StreamResponseSchema)` to create a new message.
  */
 export const StreamResponseSchema: GenMessage<StreamResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 9);
+  messageDesc(file_jobwire_v1_jobs, 13);
 
 /**
  * One numbered chunk of a job's streamed output.
@@ -294,7 +391,7 @@ export type Chunk = Message<"jobwire.v1.Chunk"> & {
  * Use `create(ChunkSchema)` to create a new message.
  */
 export const ChunkSchema: GenMessage<Chunk> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 10);
+  messageDesc(file_jobwire_v1_jobs, 14);
 
 /**
  * @generated from message jobwire.v1.ReadStreamRequest
@@ -323,7 +420,7 @@ export type ReadStreamRequest = Message<"jobwire.v1.ReadStreamRequest"> & {
  * Use `create(ReadStreamRequestSchema)` to create a new message.
  */
 export const ReadStreamRequestSchema: GenMessage<ReadStreamRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 11);
+  messageDesc(file_jobwire_v1_jobs, 15);
 
 /**
  * @generated from message jobwire.v1.ReadStreamResponse
@@ -352,7 +449,7 @@ export type ReadStreamResponse = Message<"jobwire.v1.ReadStreamResponse"> & {
  * Use `create(ReadStreamResponseSchema)` to create a new message.
  */
 export const ReadStreamResponseSchema: GenMessage<ReadStreamResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 12);
+  messageDesc(file_jobwire_v1_jobs, 16);
 
 /**
  * @generated from message jobwire.v1.CancelRequest
@@ -374,7 +471,7 @@ export type CancelRequest = Message<"jobwire.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 13);
+  messageDesc(file_jobwire_v1_jobs, 17);
 
 /**
  * @generated from message jobwire.v1.CancelResponse
@@ -391,7 +488,7 @@ export type CancelResponse = Message<"jobwire.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 14);
+  messageDesc(file_jobwire_v1_jobs, 18);
 
 /**
  * @generated from message jobwire.v1.RetryRequest
@@ -413,7 +510,7 @@ export type RetryRequest = Message<"jobwire.v1.RetryRequest"> & {
  * Use `create(RetryRequestSchema)` to create a new message.
  */
 export const RetryRequestSchema: GenMessage<RetryRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 15);
+  messageDesc(file_jobwire_v1_jobs, 19);
 
 /**
  * @generated from message jobwire.v1.RetryResponse
@@ -430,7 +527,7 @@ export type RetryResponse = Message<"jobwire.v1.RetryResponse"> & {
  * Use `create(RetryResponseSchema)` to create a new message.
  */
 export const RetryResponseSchema: GenMessage<RetryResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 16);
+  messageDesc(file_jobwire_v1_jobs, 20);
 
 /**
  * @generated from message jobwire.v1.PurgeQueueRequest
@@ -447,7 +544,7 @@ export type PurgeQueueRequest = Message<"jobwire.v1.PurgeQueueRequest"> & {
  * Use `create(PurgeQueueRequestSchema)` to create a new message.
  */
 export const PurgeQueueRequestSchema: GenMessage<PurgeQueueRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 17);
+  messageDesc(file_jobwire_v1_jobs, 21);
 
 /**
  * @generated from message jobwire.v1.PurgeQueueResponse
@@ -473,7 +570,7 @@ export type PurgeQueueResponse = Message<"jobwire.v1.PurgeQueueResponse"> & {
  * Use `create(PurgeQueueResponseSchema)` to create a new message.
  */
 export const PurgeQueueResponseSchema: GenMessage<PurgeQueueResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 18);
+  messageDesc(file_jobwire_v1_jobs, 22);
 
 /**
  * @generated from message jobwire.v1.HealthRequest
@@ -490,7 +587,7 @@ export type HealthRequest = Message<"jobwire.v1.HealthRequest"> & {
  * Use `create(HealthRequestSchema)` to create a new message.
  */
 export const HealthRequestSchema: GenMessage<HealthRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 19);
+  messageDesc(file_jobwire_v1_jobs, 23);
 
 /**
  * @generated from message jobwire.v1.HealthResponse
@@ -512,7 +609,7 @@ export type HealthResponse = Message<"jobwire.v1.HealthResponse"> & {
  * Use `create(HealthResponseSchema)` to create a new message.
  */
 export const HealthResponseSchema: GenMessage<HealthResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 20);
+  messageDesc(file_jobwire_v1_jobs, 24);
 
 /**
  * Jobs of the endpoint by state. Ended jobs count while their results are retained.
@@ -551,7 +648,7 @@ export type JobCounts = Message<"jobwire.v1.JobCounts"> & {
  * Use `create(JobCountsSchema)` to create a new message.
  */
 export const JobCountsSchema: GenMessage<JobCounts> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 21);
+  messageDesc(file_jobwire_v1_jobs, 25);
 
 /**
  * Connected workers by state.
@@ -595,7 +692,7 @@ export type WorkerCounts = Message<"jobwire.v1.WorkerCounts"> & {
  * Use `create(WorkerCountsSchema)` to create a new message.
  */
 export const WorkerCountsSchema: GenMessage<WorkerCounts> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 22);
+  messageDesc(file_jobwire_v1_jobs, 26);
 
 /**
  * @generated from message jobwire.v1.ListRequestsRequest
@@ -633,7 +730,7 @@ export type ListRequestsRequest = Message<"jobwire.v1.ListRequestsRequest"> & {
  * Use `create(ListRequestsRequestSchema)` to create a new message.
  */
 export const ListRequestsRequestSchema: GenMessage<ListRequestsRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 23);
+  messageDesc(file_jobwire_v1_jobs, 27);
 
 /**
  * @generated from message jobwire.v1.ListRequestsResponse
@@ -657,7 +754,7 @@ export type ListRequestsResponse = Message<"jobwire.v1.ListRequestsResponse"> & 
  * Use `create(ListRequestsResponseSchema)` to create a new message.
  */
 export const ListRequestsResponseSchema: GenMessage<ListRequestsResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 24);
+  messageDesc(file_jobwire_v1_jobs, 28);
 
 /**
  * One job as `/requests` lists it: state and timings, never input or output.
@@ -732,7 +829,7 @@ export type RequestSummary = Message<"jobwire.v1.RequestSummary"> & {
  * Use `create(RequestSummarySchema)` to create a new message.
  */
 export const RequestSummarySchema: GenMessage<RequestSummary> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 25);
+  messageDesc(file_jobwire_v1_jobs, 29);
 
 /**
  * @generated from message jobwire.v1.ListEndpointsRequest
@@ -745,7 +842,7 @@ export type ListEndpointsRequest = Message<"jobwire.v1.ListEndpointsRequest"> & 
  * Use `create(ListEndpointsRequestSchema)` to create a new message.
  */
 export const ListEndpointsRequestSchema: GenMessage<ListEndpointsRequest> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 26);
+  messageDesc(file_jobwire_v1_jobs, 30);
 
 /**
  * @generated from message jobwire.v1.ListEndpointsResponse
@@ -762,7 +859,7 @@ export type ListEndpointsResponse = Message<"jobwire.v1.ListEndpointsResponse"> 
  * Use `create(ListEndpointsResponseSchema)` to create a new message.
  */
 export const ListEndpointsResponseSchema: GenMessage<ListEndpointsResponse> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 27);
+  messageDesc(file_jobwire_v1_jobs, 31);
 
 /**
  * @generated from message jobwire.v1.EndpointSummary
@@ -784,7 +881,7 @@ export type EndpointSummary = Message<"jobwire.v1.EndpointSummary"> & {
  * Use `create(EndpointSummarySchema)` to create a new message.
  */
 export const EndpointSummarySchema: GenMessage<EndpointSummary> = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_jobs, 28);
+  messageDesc(file_jobwire_v1_jobs, 32);
 
 /**
  * The client API of a jobwire endpoint. Every RPC is also served over HTTP/JSON at Runpod's
@@ -803,6 +900,22 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof RunRequestSchema;
     output: typeof RunResponseSchema;
+  },
+  /**
+   * Run for a client that submits many jobs at once: submissions and their answers on one stream, so a
+   * job costs a share of a stream message instead of a call of its own (the benchmark's steady case
+   * measures both). Each RunStreamRequest carries one or more RunRequests, typically all that queued up
+   * in the client while its last write was in flight; each RunRequest is answered with what Run would
+   * have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
+   * refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
+   * Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+   *
+   * @generated from rpc jobwire.v1.JobService.RunStream
+   */
+  runStream: {
+    methodKind: "bidi_streaming";
+    input: typeof RunStreamRequestSchema;
+    output: typeof RunStreamResponseSchema;
   },
   /**
    * Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way.

@@ -7,14 +7,19 @@ from collections.abc import AsyncIterator
 
 from jobwire.server.api import convert
 from jobwire.server.api.context import CallContext, metadata_value
+from jobwire.server.api.errors import status_of
 from jobwire.server.clock import Clock
-from jobwire.server.model import Chunk, Endpoint, JobStatus, Role
+from jobwire.server.errors import JobwireError
+from jobwire.server.model import Chunk, Endpoint, Job, JobStatus, Role
 from jobwire.server.service.auth import Authenticator
 from jobwire.server.service.jobs import JobService
 from jobwire.server.service.limits import RateLimiter
 from jobwire.v1 import job_pb2, jobs_pb2, options_pb2
 
 SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"]
+#: Submissions of one RunStream being stored at once. Beyond it the stream is not read, so a client
+#: that sends faster than the store commits is held back by gRPC's flow control, not by server memory.
+STREAM_IN_FLIGHT = 1000
 
 
 def max_body_bytes(method: str) -> int:
@@ -61,13 +66,68 @@ class JobApi:
         return wait_ms
 
     async def run(self, request: jobs_pb2.RunRequest, context: CallContext) -> jobs_pb2.RunResponse:
+        job = await self._submit(request, _idempotency_key(request, context), context)
+        return convert.with_job(jobs_pb2.RunResponse(), job, self._clock.now())
+
+    async def _submit(self, request: jobs_pb2.RunRequest, key: str | None, context: CallContext) -> Job:
         endpoint = await self._endpoint(context, request.endpoint_id, "run")
         await self._admit(endpoint)
-        key = _idempotency_key(request, context)
-        job = await self._service.submit(
+        return await self._service.submit(
             endpoint, convert.submission(request.job, key), max_bytes=self._run_limit
         )
-        return convert.with_job(jobs_pb2.RunResponse(), job, self._clock.now())
+
+    async def run_stream(
+        self, requests: AsyncIterator[jobs_pb2.RunStreamRequest], context: CallContext
+    ) -> AsyncIterator[jobs_pb2.RunStreamResponse]:
+        """Run for many submissions on one stream. Each is submitted as it is read, so the submissions of
+        a message (and of the next ones) join the same group commit; the answers leave in request order,
+        everything answered by then in one message."""
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        answers: asyncio.Queue[list[asyncio.Task[jobs_pb2.RunOutcome]] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for message in requests:
+                    batch = []
+                    for request in message.requests:
+                        await room.acquire()
+                        batch.append(asyncio.create_task(self._outcome(request, context, room)))
+                    answers.put_nowait(batch)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (batch := await answers.get()) is not None:
+                ended = False
+                while not answers.empty():  # what else was read meanwhile goes in the same answer
+                    more = answers.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    batch += more
+                yield jobs_pb2.RunStreamResponse(outcomes=[await task for task in batch])
+                if ended:
+                    break
+            await reader  # the client's side failed: its error ends the call
+        finally:
+            reader.cancel()
+
+    async def _outcome(
+        self, request: jobs_pb2.RunRequest, context: CallContext, room: asyncio.Semaphore
+    ) -> jobs_pb2.RunOutcome:
+        """One submission of a RunStream: the job, or the error Run would have ended with."""
+        outcome = jobs_pb2.RunOutcome()
+        try:
+            job = await self._submit(request, request.idempotency_key or None, context)
+        except JobwireError as exc:
+            outcome.error.code = status_of(exc)[0].value[0]
+            outcome.error.message = exc.message
+        else:
+            convert.job(job, self._clock.now(), outcome.job)
+        finally:
+            room.release()
+        return outcome
 
     async def run_sync(
         self, request: jobs_pb2.RunSyncRequest, context: CallContext
