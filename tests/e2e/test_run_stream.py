@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from jobwire.client import SubmissionRefused, Submitter
+from jobwire.server.api import jobs as jobs_api
 from jobwire.server.store import JobStore
 from jobwire.v1 import job_pb2, jobs_pb2
 from server_fixtures import ENDPOINT, OTHER, Running
@@ -136,3 +137,17 @@ async def test_a_closed_submitter_refuses_new_submissions(jobwire: Running) -> N
     await submitter.close()
     with pytest.raises(RuntimeError, match="closed"):
         await submitter.submit(run_request(b"{}"))
+
+
+async def test_a_message_larger_than_the_in_flight_bound_is_answered_whole(
+    jobwire: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound holds the reading back until earlier submissions are stored; it must not wait for
+    # their answers to be sent (they leave only once the whole message was read).
+    monkeypatch.setattr(jobs_api, "STREAM_IN_FLIGHT", 3)
+    call = jobwire.stub.RunStream(metadata=jobwire.metadata())
+    await call.write(jobs_pb2.RunStreamRequest(requests=[run_request(b'{"k": %d}' % k) for k in range(10)]))
+    await call.done_writing()
+    outcomes = await outcomes_of(call, 10)
+    inputs = await stored_inputs(jobwire)
+    assert [inputs[o.job.id] for o in outcomes] == [{"k": k} for k in range(10)]
