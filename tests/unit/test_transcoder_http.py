@@ -74,6 +74,13 @@ class MemoryJobs:
         self.add(job_id)
         return jobs_pb2.RunResponse(job=self.jobs[job_id])
 
+    async def run_stream(
+        self, requests: AsyncIterator[jobs_pb2.RunStreamRequest], context: CallContext
+    ) -> AsyncIterator[jobs_pb2.RunStreamResponse]:
+        # gRPC only: the transcoder has no route to it (a stream of requests has no JSON body).
+        raise AssertionError("RunStream reached over HTTP")
+        yield jobs_pb2.RunStreamResponse()
+
     async def run_sync(
         self, request: jobs_pb2.RunSyncRequest, context: CallContext
     ) -> jobs_pb2.RunSyncResponse:

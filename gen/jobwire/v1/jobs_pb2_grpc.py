@@ -124,7 +124,8 @@ class JobServiceServicer:
         in the client while its last write was in flight; each RunRequest is answered with what Run would
         have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
         refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
-        Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+        Every answered job is committed, as with Run, and each submission has Run's size limit. gRPC only:
+        REST clients use /run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,8 @@ class JobServiceStub:
     in the client while its last write was in flight; each RunRequest is answered with what Run would
     have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
     refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
-    Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+    Every answered job is committed, as with Run, and each submission has Run's size limit. gRPC only:
+    REST clients use /run.
     """
     RunSync: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RunSyncRequest, _jobs_pb2.RunSyncResponse]
     """Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way."""
@@ -95,7 +96,8 @@ class JobServiceAsyncStub(JobServiceStub):
     in the client while its last write was in flight; each RunRequest is answered with what Run would
     have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
     refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
-    Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+    Every answered job is committed, as with Run, and each submission has Run's size limit. gRPC only:
+    REST clients use /run.
     """
     RunSync: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RunSyncRequest, _jobs_pb2.RunSyncResponse]  # type: ignore[assignment]
     """Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way."""
@@ -154,7 +156,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         in the client while its last write was in flight; each RunRequest is answered with what Run would
         have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
         refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
-        Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+        Every answered job is committed, as with Run, and each submission has Run's size limit. gRPC only:
+        REST clients use /run.
         """
 
     @_abc_1.abstractmethod

@@ -25,7 +25,8 @@ type JobServiceClient interface {
 	// in the client while its last write was in flight; each RunRequest is answered with what Run would
 	// have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
 	// refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
-	// Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+	// Every answered job is committed, as with Run, and each submission has Run's size limit. gRPC only:
+	// REST clients use /run.
 	RunStream(ctx context.Context, opts ...grpc.CallOption) (JobService_RunStreamClient, error)
 	// Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way.
 	RunSync(ctx context.Context, in *RunSyncRequest, opts ...grpc.CallOption) (*RunSyncResponse, error)
@@ -237,7 +238,8 @@ type JobServiceServer interface {
 	// in the client while its last write was in flight; each RunRequest is answered with what Run would
 	// have answered, in request order, in the RunStreamResponses that follow. A submission that Run would
 	// refuse (bad input, unknown endpoint, rate limit) is answered with its error and the stream goes on.
-	// Every answered job is committed, as with Run. gRPC only: REST clients use /run.
+	// Every answered job is committed, as with Run, and each submission has Run's size limit. gRPC only:
+	// REST clients use /run.
 	RunStream(JobService_RunStreamServer) error
 	// Submits a job and waits up to `wait` milliseconds for it to end; returns its current view either way.
 	RunSync(context.Context, *RunSyncRequest) (*RunSyncResponse, error)
