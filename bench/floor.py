@@ -228,7 +228,7 @@ def measure(role: str, workers: int, *args: Any) -> dict[str, float]:
         )
         return result
     finally:
-        for process in processes:
+        for process in reversed(processes):  # the workers first: they would report the server's end
             process.kill()
             process.wait()
 
