@@ -56,7 +56,7 @@ async def serve(port: int) -> None:  # noqa: C901 (the handlers share its state)
         return job[:ID]
 
     async def run_sync(job: bytes, context: Any) -> bytes:
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         waiting[job[:ID]] = future
         hand_over(job)
         return await future
@@ -223,10 +223,7 @@ def measure(role: str, workers: int, *args: Any) -> dict[str, float]:
         time.sleep(1.0)
         processes += [_spawn("work", port) for _ in range(workers)]
         time.sleep(1.0)
-        result: dict[str, float] = uvloop.run(
-            steady(port, *args) if role == "steady" else latency(port, *args)  # type: ignore[arg-type]
-        )
-        return result
+        return uvloop.run(steady(port, *args) if role == "steady" else latency(port, *args))
     finally:
         for process in reversed(processes):  # the workers first: they would report the server's end
             process.kill()

@@ -83,7 +83,7 @@ class JobApi:
         a message (and of the next ones) join the same group commit; the answers leave in request order,
         everything answered by then in one message."""
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
-        answers: asyncio.Queue[list[asyncio.Task[jobs_pb2.RunOutcome]] | None] = asyncio.Queue()
+        answers: asyncio.Queue[list[asyncio.Task[Job | JobwireError]] | None] = asyncio.Queue()
 
         async def read() -> None:
             try:
@@ -94,40 +94,45 @@ class JobApi:
                         batch.append(asyncio.create_task(self._outcome(request, context, room)))
                     answers.put_nowait(batch)
             finally:
-                answers.put_nowait(None)
+                answers.put_nowait(None)  # always the last item
 
         reader = asyncio.create_task(read())
         try:
-            while (batch := await answers.get()) is not None:
-                ended = False
+            ended = False
+            while not ended:
+                batches = [await answers.get()]
                 while not answers.empty():  # what else was read meanwhile goes in the same answer
-                    more = answers.get_nowait()
-                    if more is None:
-                        ended = True
-                        break
-                    batch += more
-                yield jobs_pb2.RunStreamResponse(outcomes=[await task for task in batch])
-                if ended:
-                    break
+                    batches.append(answers.get_nowait())
+                ended = batches[-1] is None
+                tasks = [task for batch in batches if batch is not None for task in batch]
+                if tasks:
+                    yield await self._answer(tasks)
             await reader  # the client's side failed: its error ends the call
         finally:
             reader.cancel()
 
     async def _outcome(
         self, request: jobs_pb2.RunRequest, context: CallContext, room: asyncio.Semaphore
-    ) -> jobs_pb2.RunOutcome:
+    ) -> Job | JobwireError:
         """One submission of a RunStream: the job, or the error Run would have ended with."""
-        outcome = jobs_pb2.RunOutcome()
         try:
-            job = await self._submit(request, request.idempotency_key or None, context)
+            return await self._submit(request, request.idempotency_key or None, context)
         except JobwireError as exc:
-            outcome.error.code = status_of(exc)[0].value[0]
-            outcome.error.message = exc.message
-        else:
-            convert.job(job, self._clock.now(), outcome.job)
+            return exc
         finally:
             room.release()
-        return outcome
+
+    async def _answer(self, tasks: list[asyncio.Task[Job | JobwireError]]) -> jobs_pb2.RunStreamResponse:
+        # Each outcome is written into the response in place (a message built apart would be copied in).
+        response = jobs_pb2.RunStreamResponse()
+        for task in tasks:
+            result, outcome = await task, response.outcomes.add()
+            if isinstance(result, JobwireError):
+                outcome.error.code = status_of(result)[0].value[0]
+                outcome.error.message = result.message
+            else:
+                convert.job(result, self._clock.now(), outcome.job)
+        return response
 
     async def run_sync(
         self, request: jobs_pb2.RunSyncRequest, context: CallContext
